@@ -1,0 +1,3 @@
+"""beanstalk-py: a beanstalkd-compatible work-queue daemon on trio."""
+
+__version__ = "0.1.0"

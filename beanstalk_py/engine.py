@@ -1,0 +1,635 @@
+"""The queue engine: tubes, jobs, reservations and timers, with no I/O.
+
+Every method that depends on time takes ``now`` (integer nanoseconds from any
+monotonic clock), so tests drive a 60-second TTR without sleeping.  A blocked
+reserve is engine state: the client is parked as a waiter with a deadline, and
+when a job arrives the engine reserves it for the oldest eligible waiter and
+appends ``(client, outcome)`` to :attr:`Engine.completed` for the I/O layer to
+deliver.  The engine never formats protocol bytes.
+
+Costs do not grow with what is idle: per-tube queues are sorted containers
+(O(log n)), all timers (delays, TTRs, reserve timeouts, deadline-soon
+warnings, pauses) live in one sorted list, and a reserve by a client watching
+many tubes walks an index of tubes that have reservable jobs instead of its
+whole watch list.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Union
+
+from sortedcontainers import SortedList
+
+from .job import BURIED, DELAYED, READY, RESERVED, URGENT_THRESHOLD, Job, ready_key
+from .swaplist import SwapList
+from .tube import Tube
+
+NS = 1_000_000_000
+SAFETY_MARGIN = NS  # DEADLINE_SOON is sent this long before a TTR ends
+
+# Outcomes of a reserve other than a job.
+TIMED_OUT = "TIMED_OUT"
+DEADLINE_SOON = "DEADLINE_SOON"
+NOT_IGNORED = -1
+
+# Timer kinds.
+_T_DELAY, _T_TTR, _T_SOON, _T_TIMEOUT, _T_UNPAUSE = range(5)
+
+# A client watching more tubes than this waits in one engine-wide list
+# instead of registering with each tube, so blocking costs O(1) per tube
+# change rather than O(watched tubes).
+WIDE_WATCH = 32
+
+Outcome = Union[Job, str]
+
+
+class Client:
+    """What the engine knows of one connection: its tubes, jobs and wait."""
+
+    __slots__ = (
+        "use",
+        "watch",
+        "reserved",
+        "producer",
+        "worker",
+        "waiting",
+        "wait_seq",
+        "wide",
+        "timeout_timer",
+        "soon_timer",
+        "owner",
+    )
+
+    def __init__(self, default: Tube) -> None:
+        self.use = default
+        self.watch: SwapList[Tube] = SwapList()
+        self.watch.append(default)
+        self.reserved: dict[Job, None] = {}
+        self.producer = False
+        self.worker = False
+        self.waiting = False
+        self.wait_seq = 0
+        self.wide = False
+        self.timeout_timer: Optional[tuple] = None
+        self.soon_timer: Optional[tuple] = None
+        self.owner: Any = None  # the I/O layer's connection object
+
+
+class Engine:
+    """All queue state of one server."""
+
+    def __init__(self, max_job_size: int = 65535) -> None:
+        self.max_job_size = max_job_size
+        self.jobs: dict[int, Job] = {}
+        self.tubes: dict[bytes, Tube] = {}
+        self.tube_list: SwapList[Tube] = SwapList()
+        self.default = self._find_or_make(b"default")
+        self.next_id = 1
+        self.draining = False
+        self.timers: SortedList = SortedList()
+        self._timer_seq = 0
+        # Index of tubes with a reservable head job: head ready_key -> tube.
+        self._ready_index: SortedList = SortedList()
+        self._index_tube: dict[int, Tube] = {}
+        self.wide_waiters: dict[Client, None] = {}
+        self._wait_seq = 0
+        self.completed: list[tuple[Client, Outcome]] = []
+        # Counters shown by `stats`.
+        self.cmd_counts: dict[str, int] = {}
+        self.ready_ct = 0
+        self.urgent_ct = 0
+        self.reserved_ct = 0
+        self.buried_ct = 0
+        self.timeout_ct = 0
+        self.total_jobs_ct = 0
+        self.waiting_ct = 0
+        self.conn_ct = 0
+        self.total_conn_ct = 0
+        self.producer_ct = 0
+        self.worker_ct = 0
+
+    # ------------------------------------------------------------------ clients
+
+    def new_client(self) -> Client:
+        client = Client(self.default)
+        self.default.using_ct += 1
+        self.default.watching_ct += 1
+        self.conn_ct += 1
+        self.total_conn_ct = (self.total_conn_ct + 1) & 0xFFFFFFFF
+        return client
+
+    def close_client(self, client: Client, now: int) -> None:
+        """A connection went away: its reserved jobs become ready again."""
+        if client.waiting:
+            self._stop_waiting(client)
+        touched: list[Tube] = []
+        for job in list(client.reserved):
+            self._unreserve(client, job)
+            self._make_ready(job)
+            touched.append(job.tube)
+        for tube in touched:
+            self._dispatch(tube, now)
+        for tube in list(client.watch):
+            client.watch.remove(tube)
+            tube.watching_ct -= 1
+            self._maybe_free(tube)
+        client.use.using_ct -= 1
+        self._maybe_free(client.use)
+        self.conn_ct -= 1
+        if client.producer:
+            self.producer_ct -= 1
+        if client.worker:
+            self.worker_ct -= 1
+
+    def set_producer(self, client: Client) -> None:
+        if not client.producer:
+            client.producer = True
+            self.producer_ct += 1
+
+    def set_worker(self, client: Client) -> None:
+        if not client.worker:
+            client.worker = True
+            self.worker_ct += 1
+
+    def count(self, op: str) -> None:
+        self.cmd_counts[op] = self.cmd_counts.get(op, 0) + 1
+
+    # ------------------------------------------------------------------ tubes
+
+    def _find_or_make(self, name: bytes) -> Tube:
+        tube = self.tubes.get(name)
+        if tube is None:
+            tube = Tube(name)
+            self.tubes[name] = tube
+            self.tube_list.append(tube)
+        return tube
+
+    def _maybe_free(self, tube: Tube) -> None:
+        """Drop a tube nothing refers to any more (its counters go with it)."""
+        if (
+            tube is self.default
+            or tube.using_ct
+            or tube.watching_ct
+            or tube.job_count()
+        ):
+            return
+        del self.tubes[tube.name]
+        self.tube_list.remove(tube)
+        if tube.pause_timer is not None:
+            self.timers.remove(tube.pause_timer)
+            tube.pause_timer = None
+
+    def use(self, client: Client, name: bytes) -> Tube:
+        tube = self._find_or_make(name)
+        old = client.use
+        old.using_ct -= 1
+        client.use = tube
+        tube.using_ct += 1
+        if old is not tube:
+            self._maybe_free(old)
+        return tube
+
+    def watch(self, client: Client, name: bytes) -> int:
+        tube = self._find_or_make(name)
+        if client.watch.append(tube):
+            tube.watching_ct += 1
+        return len(client.watch)
+
+    def ignore(self, client: Client, name: bytes) -> int:
+        """Returns the watch count, or NOT_IGNORED for the last watched tube."""
+        tube = self.tubes.get(name)
+        if tube is not None and tube in client.watch:
+            if len(client.watch) < 2:
+                return NOT_IGNORED
+            client.watch.remove(tube)
+            tube.watching_ct -= 1
+            self._maybe_free(tube)
+        return len(client.watch)
+
+    def pause_tube(self, name: bytes, delay: int, now: int) -> bool:
+        tube = self.tubes.get(name)
+        if tube is None:
+            return False
+        # A zero pause is stored as 1 ns so waiters still wake at its end.
+        span = delay * NS or 1
+        tube.pause = span
+        tube.unpause_at = now + span
+        tube.pause_ct += 1
+        if tube.pause_timer is not None:
+            self.timers.remove(tube.pause_timer)
+        tube.pause_timer = self._add_timer(tube.unpause_at, _T_UNPAUSE, tube)
+        self._reindex(tube)
+        return True
+
+    def tube_waiting_count(self, tube: Tube) -> int:
+        count = len(tube.waiters)
+        for client in self.wide_waiters:
+            if tube in client.watch:
+                count += 1
+        return count
+
+    # ------------------------------------------------------------------ timers
+
+    def _add_timer(self, when: int, kind: int, obj: Any) -> tuple:
+        self._timer_seq += 1
+        entry = (when, self._timer_seq, kind, obj)
+        self.timers.add(entry)
+        return entry
+
+    def next_wakeup(self) -> Optional[int]:
+        """When :meth:`tick` next has work to do, or None."""
+        timers = self.timers
+        return timers[0][0] if timers else None
+
+    def tick(self, now: int) -> None:
+        """Run every timer that is due: delays end, TTRs expire, waits time out."""
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            when, _seq, kind, obj = timers.pop(0)
+            if kind == _T_DELAY:
+                job: Job = obj
+                job.timer = None
+                job.tube.delayed.remove(job)
+                self._make_ready(job)
+                self._dispatch(job.tube, now)
+            elif kind == _T_TTR:
+                job = obj
+                job.timer = None
+                client = job.reserver
+                self._unreserve(client, job)
+                job.timeout_ct += 1
+                self.timeout_ct += 1
+                self._make_ready(job)
+                if client.waiting:
+                    self._schedule_soon(client)
+                self._dispatch(job.tube, now)
+            elif kind == _T_SOON:
+                client = obj
+                client.soon_timer = None
+                self._stop_waiting(client)
+                self.completed.append((client, DEADLINE_SOON))
+            elif kind == _T_TIMEOUT:
+                client = obj
+                client.timeout_timer = None
+                self._stop_waiting(client)
+                self.completed.append((client, TIMED_OUT))
+            else:  # _T_UNPAUSE
+                tube: Tube = obj
+                tube.pause_timer = None
+                tube.pause = 0
+                self._reindex(tube)
+                self._dispatch(tube, now)
+
+    # ------------------------------------------------------------------ queues
+
+    def _reindex(self, tube: Tube) -> None:
+        """Keep the index of reservable tubes in step with ``tube``'s head."""
+        ready = tube.ready
+        new = ready_key(ready[0]) if ready and not tube.pause else None
+        old = tube.index_key
+        if new != old:
+            if old is not None:
+                self._ready_index.remove(old)
+                del self._index_tube[old]
+            if new is not None:
+                self._ready_index.add(new)
+                self._index_tube[new] = tube
+            tube.index_key = new
+
+    def _make_ready(self, job: Job) -> None:
+        tube = job.tube
+        job.state = READY
+        tube.ready.add(job)
+        self.ready_ct += 1
+        if job.pri < URGENT_THRESHOLD:
+            self.urgent_ct += 1
+            tube.urgent_ct += 1
+        self._reindex(tube)
+
+    def _remove_ready(self, job: Job) -> None:
+        tube = job.tube
+        tube.ready.remove(job)
+        self.ready_ct -= 1
+        if job.pri < URGENT_THRESHOLD:
+            self.urgent_ct -= 1
+            tube.urgent_ct -= 1
+        self._reindex(tube)
+
+    def _make_delayed(self, job: Job, delay: int, now: int) -> None:
+        job.state = DELAYED
+        job.deadline = now + delay
+        job.tube.delayed.add(job)
+        job.timer = self._add_timer(job.deadline, _T_DELAY, job)
+
+    def _remove_delayed(self, job: Job) -> None:
+        job.tube.delayed.remove(job)
+        if job.timer is not None:
+            self.timers.remove(job.timer)
+            job.timer = None
+
+    def _make_buried(self, job: Job) -> None:
+        job.state = BURIED
+        job.reserver = None
+        job.tube.buried[job] = None
+        self.buried_ct += 1
+
+    def _remove_buried(self, job: Job) -> None:
+        del job.tube.buried[job]
+        self.buried_ct -= 1
+
+    def _reserve(self, client: Client, job: Job, now: int) -> None:
+        job.state = RESERVED
+        job.reserver = client
+        job.reserve_ct += 1
+        job.deadline = now + job.ttr
+        job.tube.reserved_ct += 1
+        self.reserved_ct += 1
+        client.reserved[job] = None
+        job.timer = self._add_timer(job.deadline, _T_TTR, job)
+
+    def _unreserve(self, client: Client, job: Job) -> None:
+        del client.reserved[job]
+        job.reserver = None
+        job.tube.reserved_ct -= 1
+        self.reserved_ct -= 1
+        if job.timer is not None:
+            self.timers.remove(job.timer)
+            job.timer = None
+
+    def _own_reserved(self, client: Client, job_id: int) -> Optional[Job]:
+        job = self.jobs.get(job_id)
+        if job is not None and job.state == RESERVED and job.reserver is client:
+            return job
+        return None
+
+    # ------------------------------------------------------------------ waiting
+
+    def _start_waiting(self, client: Client, timeout: int, now: int) -> None:
+        client.waiting = True
+        self._wait_seq += 1
+        client.wait_seq = self._wait_seq
+        self.waiting_ct += 1
+        if len(client.watch) > WIDE_WATCH:
+            client.wide = True
+            self.wide_waiters[client] = None
+        else:
+            client.wide = False
+            for tube in client.watch.items:
+                tube.waiters[client] = None
+        if timeout >= 0:
+            client.timeout_timer = self._add_timer(now + timeout * NS, _T_TIMEOUT, client)
+        self._schedule_soon(client)
+
+    def _schedule_soon(self, client: Client) -> None:
+        if client.soon_timer is not None:
+            self.timers.remove(client.soon_timer)
+            client.soon_timer = None
+        if client.reserved:
+            soonest = min(job.deadline for job in client.reserved)
+            client.soon_timer = self._add_timer(soonest - SAFETY_MARGIN, _T_SOON, client)
+
+    def _stop_waiting(self, client: Client) -> None:
+        client.waiting = False
+        self.waiting_ct -= 1
+        if client.wide:
+            del self.wide_waiters[client]
+        else:
+            for tube in client.watch.items:
+                del tube.waiters[client]
+        if client.timeout_timer is not None:
+            self.timers.remove(client.timeout_timer)
+            client.timeout_timer = None
+        if client.soon_timer is not None:
+            self.timers.remove(client.soon_timer)
+            client.soon_timer = None
+
+    def _oldest_waiter(self, tube: Tube) -> Optional[Client]:
+        best: Optional[Client] = None
+        for client in tube.waiters:
+            best = client
+            break
+        for client in self.wide_waiters:
+            if best is not None and client.wait_seq > best.wait_seq:
+                break
+            if tube in client.watch:
+                best = client
+                break
+        return best
+
+    def _dispatch(self, tube: Tube, now: int) -> None:
+        """Hand ready jobs of ``tube`` to its waiters, oldest waiter first."""
+        while tube.index_key is not None and (tube.waiters or self.wide_waiters):
+            client = self._oldest_waiter(tube)
+            if client is None:
+                return
+            job = tube.ready[0]
+            self._stop_waiting(client)
+            self._remove_ready(job)
+            self._reserve(client, job, now)
+            self.completed.append((client, job))
+
+    def _best_ready_for(self, client: Client) -> Optional[Job]:
+        watch = client.watch
+        if len(watch) <= WIDE_WATCH:
+            best: Optional[Tube] = None
+            for tube in watch.items:
+                key = tube.index_key
+                if key is not None and (best is None or key < best.index_key):  # type: ignore[operator]
+                    best = tube
+            return best.ready[0] if best is not None else None
+        index_tube = self._index_tube
+        for key in self._ready_index:
+            tube = index_tube[key]
+            if tube in watch:
+                return tube.ready[0]
+        return None
+
+    def _deadline_soon(self, client: Client, now: int) -> bool:
+        if not client.reserved:
+            return False
+        soonest = min(job.deadline for job in client.reserved)
+        return now >= soonest - SAFETY_MARGIN
+
+    # ------------------------------------------------------------------ commands
+
+    def allocate_id(self) -> int:
+        """Ids are taken when a put header parses, so failed puts use one up."""
+        job_id = self.next_id
+        self.next_id += 1
+        return job_id
+
+    def put(
+        self,
+        client: Client,
+        job_id: int,
+        pri: int,
+        delay: int,
+        ttr: int,
+        body: bytes,
+        now: int,
+    ) -> Job:
+        """Store a job in the client's used tube.  ``delay``/``ttr`` in seconds."""
+        tube = client.use
+        job = Job(job_id, pri, delay * NS, max(ttr, 1) * NS, body, tube, now)
+        self.jobs[job_id] = job
+        tube.total_jobs_ct += 1
+        self.total_jobs_ct += 1
+        if delay:
+            self._make_delayed(job, delay * NS, now)
+        else:
+            self._make_ready(job)
+            self._dispatch(tube, now)
+        return job
+
+    def reserve(self, client: Client, timeout: int, now: int) -> Optional[Outcome]:
+        """A job, TIMED_OUT or DEADLINE_SOON now, or None: the client now waits.
+
+        ``timeout`` is in seconds; a negative value waits for ever.
+        """
+        self.set_worker(client)
+        if client.reserved and self._deadline_soon(client, now):
+            if not any(tube.ready for tube in client.watch.items):
+                return DEADLINE_SOON
+        job = self._best_ready_for(client)
+        if job is not None:
+            self._remove_ready(job)
+            self._reserve(client, job, now)
+            return job
+        if timeout == 0:
+            return TIMED_OUT
+        self._start_waiting(client, timeout, now)
+        return None
+
+    def cancel_wait(self, client: Client) -> None:
+        """The client half-closed while waiting: it gets TIMED_OUT."""
+        if client.waiting:
+            self._stop_waiting(client)
+            self.completed.append((client, TIMED_OUT))
+
+    def reserve_job(self, client: Client, job_id: int, now: int) -> Optional[Job]:
+        job = self.jobs.get(job_id)
+        if job is None or job.state == RESERVED:
+            return None
+        if job.state == READY:
+            self._remove_ready(job)
+        elif job.state == BURIED:
+            self._remove_buried(job)
+        else:
+            self._remove_delayed(job)
+        self.set_worker(client)
+        self._reserve(client, job, now)
+        return job
+
+    def delete(self, client: Client, job_id: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        state = job.state
+        if state == RESERVED:
+            if job.reserver is not client:
+                return False
+            self._unreserve(client, job)
+        elif state == READY:
+            self._remove_ready(job)
+        elif state == BURIED:
+            self._remove_buried(job)
+        else:
+            self._remove_delayed(job)
+        job.tube.delete_ct += 1
+        del self.jobs[job_id]
+        self._maybe_free(job.tube)
+        return True
+
+    def release(self, client: Client, job_id: int, pri: int, delay: int, now: int) -> bool:
+        job = self._own_reserved(client, job_id)
+        if job is None:
+            return False
+        self._unreserve(client, job)
+        job.pri = pri
+        job.delay = delay * NS
+        job.release_ct += 1
+        if delay:
+            self._make_delayed(job, delay * NS, now)
+        else:
+            self._make_ready(job)
+            self._dispatch(job.tube, now)
+        return True
+
+    def bury(self, client: Client, job_id: int, pri: int) -> bool:
+        job = self._own_reserved(client, job_id)
+        if job is None:
+            return False
+        self._unreserve(client, job)
+        job.pri = pri
+        job.bury_ct += 1
+        self._make_buried(job)
+        return True
+
+    def touch(self, client: Client, job_id: int, now: int) -> bool:
+        job = self._own_reserved(client, job_id)
+        if job is None:
+            return False
+        job.deadline = now + job.ttr
+        if job.timer is not None:
+            self.timers.remove(job.timer)
+        job.timer = self._add_timer(job.deadline, _T_TTR, job)
+        return True
+
+    def kick(self, client: Client, bound: int, now: int) -> int:
+        """Kick buried jobs of the used tube, or if it has none, delayed ones."""
+        tube = client.use
+        kicked = 0
+        if tube.buried:
+            while kicked < bound and tube.buried:
+                job = tube.first_buried()
+                assert job is not None
+                self._remove_buried(job)
+                job.kick_ct += 1
+                self._make_ready(job)
+                kicked += 1
+        else:
+            while kicked < bound and tube.delayed:
+                job = tube.delayed[0]
+                self._remove_delayed(job)
+                job.kick_ct += 1
+                self._make_ready(job)
+                kicked += 1
+        if kicked:
+            self._dispatch(tube, now)
+        return kicked
+
+    def kick_job(self, job_id: int, now: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        if job.state == BURIED:
+            self._remove_buried(job)
+        elif job.state == DELAYED:
+            self._remove_delayed(job)
+        else:
+            return False
+        job.kick_ct += 1
+        self._make_ready(job)
+        self._dispatch(job.tube, now)
+        return True
+
+    def peek(self, job_id: int) -> Optional[Job]:
+        return self.jobs.get(job_id)
+
+    def peek_ready(self, client: Client) -> Optional[Job]:
+        ready = client.use.ready
+        return ready[0] if ready else None
+
+    def peek_delayed(self, client: Client) -> Optional[Job]:
+        delayed = client.use.delayed
+        return delayed[0] if delayed else None
+
+    def peek_buried(self, client: Client) -> Optional[Job]:
+        return client.use.first_buried()
+
+    def delayed_count(self) -> int:
+        return sum(len(tube.delayed) for tube in self.tube_list.items)
+
+    def dispatch_all(self, tubes: Iterable[Tube], now: int) -> None:
+        for tube in tubes:
+            self._dispatch(tube, now)

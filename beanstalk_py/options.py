@@ -1,0 +1,152 @@
+"""Command line parsing with beanstalkd 1.12's rules, so scripts and unit files carry over.
+
+Flags may be bundled (``-VFVukr``); an argument may be attached (``-p1234``)
+or separate (``-p 1234``); parsing stops at the first word that is not a flag,
+which is an error.  Usage errors exit with status 5, as the reference does.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import NoReturn, Optional, TextIO
+
+from . import __version__
+
+DEFAULT_PORT = "11300"
+DEFAULT_ADDR = "127.0.0.1"
+DEFAULT_MAX_JOB_SIZE = 65535
+MAX_JOB_SIZE_LIMIT = 1073741824
+DEFAULT_FSYNC_MS = 50
+DEFAULT_BINLOG_SIZE = 10485760
+EXIT_USAGE = 5
+
+PROG = "beanstalk-py"
+
+
+@dataclass
+class Options:
+    port: str = DEFAULT_PORT
+    addr: Optional[str] = None  # None: DEFAULT_ADDR, or an inherited socket
+    max_job_size: int = DEFAULT_MAX_JOB_SIZE
+    binlog_dir: Optional[str] = None
+    binlog_size: int = DEFAULT_BINLOG_SIZE
+    fsync: bool = True
+    fsync_ms: int = DEFAULT_FSYNC_MS
+    user: Optional[str] = None
+    verbose: int = 0
+    port_given: bool = False
+
+
+class UsageExit(SystemExit):
+    """Raised (never caught inside the package) to leave with a message."""
+
+
+USAGE = f"""Use: {PROG} [OPTIONS]
+
+Options:
+ -b DIR   write-ahead log directory
+ -f MS    fsync at most once every MS milliseconds (default is {DEFAULT_FSYNC_MS}ms);
+          use -f0 for "always fsync"
+ -F       never fsync
+ -l ADDR  listen on address (default is {DEFAULT_ADDR}; beanstalkd uses 0.0.0.0);
+          unix:/path listens on a unix socket
+ -p PORT  listen on port (default is {DEFAULT_PORT})
+ -u USER  become user and group
+ -z BYTES set the maximum job size in bytes (default is {DEFAULT_MAX_JOB_SIZE});
+          max allowed is {MAX_JOB_SIZE_LIMIT} bytes
+ -s BYTES set the size of each write-ahead log file (default is {DEFAULT_BINLOG_SIZE})
+ -v       show version information
+ -V       increase verbosity
+ -h       show this help
+"""
+
+_SIZE = re.compile(r"\s*\+?[0-9]+")
+
+
+def warn(message: str, stream: Optional[TextIO] = None) -> None:
+    print(f"{PROG}: {message}", file=stream or sys.stderr, flush=True)
+
+
+def _usage(code: int) -> NoReturn:
+    sys.stderr.write(USAGE)
+    sys.stderr.flush()
+    raise UsageExit(code)
+
+
+def _parse_size(text: str) -> int:
+    if not _SIZE.fullmatch(text):
+        warn(f"invalid size: {text}")
+        _usage(EXIT_USAGE)
+    return int(text)
+
+
+def parse_args(argv: list[str], inherited_socket: bool = False) -> Options:
+    """Parse ``argv`` (without the program name).  Exits on -h, -v and errors."""
+    opts = Options()
+    words = list(argv)
+    pos = 0
+    while pos < len(words):
+        word = words[pos]
+        pos += 1
+        if not word.startswith("-") or word == "-":
+            warn(f"unknown argument: {word}")
+            _usage(EXIT_USAGE)
+        flags = word[1:]
+        i = 0
+        while i < len(flags):
+            flag = flags[i]
+            i += 1
+
+            def argument() -> str:
+                nonlocal i, pos
+                if i < len(flags):
+                    value = flags[i:]
+                    i = len(flags)
+                    return value
+                if pos < len(words):
+                    value = words[pos]
+                    pos += 1
+                    return value
+                warn(f"flag requires an argument: -{flag}")
+                _usage(EXIT_USAGE)
+
+            if flag == "p":
+                opts.port = argument()
+                opts.port_given = True
+                if inherited_socket:
+                    warn(f"inherited listen fd; ignoring option: -p {opts.port}")
+            elif flag == "l":
+                opts.addr = argument()
+                if inherited_socket:
+                    warn(f"inherited listen fd; ignoring option: -l {opts.addr}")
+            elif flag == "z":
+                opts.max_job_size = _parse_size(argument())
+                if opts.max_job_size > MAX_JOB_SIZE_LIMIT:
+                    warn(f"maximum job size was set to {MAX_JOB_SIZE_LIMIT}")
+                    opts.max_job_size = MAX_JOB_SIZE_LIMIT
+            elif flag == "s":
+                opts.binlog_size = _parse_size(argument())
+            elif flag in "cn":
+                warn(f"-{flag} flag was removed. binlog is always compacted.")
+            elif flag == "f":
+                opts.fsync_ms = _parse_size(argument())
+                opts.fsync = True
+            elif flag == "F":
+                opts.fsync = False
+            elif flag == "u":
+                opts.user = argument()
+            elif flag == "b":
+                opts.binlog_dir = argument()
+            elif flag == "h":
+                _usage(0)
+            elif flag == "v":
+                print(f"{PROG} {__version__} (beanstalkd 1.12 protocol)", flush=True)
+                raise UsageExit(0)
+            elif flag == "V":
+                opts.verbose += 1
+            else:
+                warn(f"unknown flag: -{flag}")
+                _usage(EXIT_USAGE)
+    return opts

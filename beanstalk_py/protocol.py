@@ -1,0 +1,386 @@
+"""Sans-IO parser for the beanstalkd text protocol (the role of beanstalkd's prot.c).
+
+Bytes go in with :meth:`Parser.feed`; :meth:`Parser.next_request` hands back
+one request tuple at a time.  Nothing here knows about sockets, jobs or tubes,
+so the same parser serves the trio server, the tests and any future front end.
+
+A request is a tuple whose first item names it:
+
+* ``("reply", payload, counter)`` -- the parser already knows the answer
+  (``BAD_FORMAT``, ``UNKNOWN_COMMAND``, ``JOB_TOO_BIG``); ``counter`` is the
+  stats counter the reference bumps for it, or ``None``.
+* ``("put", pri, delay, ttr, size)`` -- a valid put header.  The caller must
+  answer with :meth:`Parser.expect_body` before asking for the next request,
+  because the body is framed by the header (the reference allocates the job id
+  at this point, before the body has arrived).
+* ``("body", body)`` / ``("body-bad-crlf",)`` -- the body of that put, with
+  its trailing CRLF (``body`` keeps the CRLF so a reply can reuse it as is).
+* ``("quit",)`` and one tuple per command, arguments already validated
+  with the reference's exact rules (see ``COMPAT.md`` for where we differ).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+# The reference's line buffer: a command line is accepted only when its CRLF
+# lies entirely inside the first 224 bytes (11 + 201 + 12 in beanstalkd).
+LINE_LIMIT = 224
+MAX_TUBE_NAME = 200
+
+BAD_FORMAT = b"BAD_FORMAT\r\n"
+UNKNOWN_COMMAND = b"UNKNOWN_COMMAND\r\n"
+JOB_TOO_BIG = b"JOB_TOO_BIG\r\n"
+EXPECTED_CRLF = b"EXPECTED_CRLF\r\n"
+
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+NS = 1_000_000_000
+
+NAME_CHARS = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+/;.$_()"
+)
+_DIGITS = b"0123456789"
+# C isspace() in the "C" locale, used by strtol/strtoul.
+_C_SPACE = b" \t\n\v\f\r"
+
+_BAD = ("reply", BAD_FORMAT, None)
+_UNKNOWN = ("reply", UNKNOWN_COMMAND, None)
+
+
+def read_uint(text: bytes, start: int, maximum: int) -> tuple[int, int]:
+    """Parse like beanstalkd's read_u32/read_u64: spaces, then digits only.
+
+    Returns ``(value, end)``; ``end`` is -1 on failure.  No sign is accepted and
+    the value must not exceed ``maximum``.
+    """
+    n = len(text)
+    i = start
+    while i < n and text[i] == 32:
+        i += 1
+    j = i
+    while j < n and 48 <= text[j] <= 57:
+        j += 1
+    if j == i:
+        return 0, -1
+    value = int(text[i:j])
+    if value > maximum:
+        return 0, -1
+    return value, j
+
+
+def read_last_uint(text: bytes, start: int, maximum: int) -> int:
+    """Parse the final number of a command: nothing may follow it."""
+    value, end = read_uint(text, start, maximum)
+    if end != len(text):
+        return -1
+    return value
+
+
+def _c_strtol(text: bytes, bits: int, signed: bool) -> Optional[tuple[int, bool]]:
+    """Emulate glibc strtol/strtoul on LP64: returns (value, any_digits) or None on ERANGE."""
+    n = len(text)
+    i = 0
+    while i < n and text[i] in _C_SPACE:
+        i += 1
+    negative = False
+    if i < n and text[i] in b"+-":
+        negative = text[i] == 45
+        i += 1
+    j = i
+    while j < n and 48 <= text[j] <= 57:
+        j += 1
+    if j == i:
+        return 0, False
+    magnitude = int(text[i:j])
+    if signed:
+        limit = 2 ** (bits - 1)
+        if (negative and magnitude > limit) or (not negative and magnitude > limit - 1):
+            return None
+        return (-magnitude if negative else magnitude), True
+    if magnitude > 2**bits - 1:
+        return None
+    value = (-magnitude) % (2**bits) if negative else magnitude
+    return value, True
+
+
+def valid_tube_name(name: bytes) -> bool:
+    """The reference's is_valid_tube: 1-200 name characters, no leading '-'."""
+    return (
+        0 < len(name) <= MAX_TUBE_NAME
+        and name[0] != 45
+        and NAME_CHARS.issuperset(name)
+    )
+
+
+def _parse_put(line: bytes, max_job_size: int) -> tuple:
+    pri, end = read_uint(line, 4, U32_MAX)
+    if end < 0:
+        return _BAD
+    delay, end = read_uint(line, end, U32_MAX)
+    if end < 0:
+        return _BAD
+    ttr, end = read_uint(line, end, U32_MAX)
+    if end < 0:
+        return _BAD
+    size, end = read_uint(line, end, U32_MAX)
+    if end < 0:
+        return _BAD
+    if size > max_job_size:
+        # The reference discards <size>+2 bytes before answering, even when
+        # the header also has trailing garbage.
+        return ("too-big", size + 2)
+    if end != len(line):
+        return ("reply", BAD_FORMAT, "put")
+    return ("put", pri, delay, ttr, size)
+
+
+def _id_command(op: str, offset: int):
+    def parse(line: bytes, _max: int) -> tuple:
+        value = read_last_uint(line, offset, U64_MAX)
+        if value < 0:
+            return _BAD
+        return (op, value)
+
+    return parse
+
+
+def _exact(op: str, word: bytes):
+    size = len(word)
+
+    def parse(line: bytes, _max: int) -> tuple:
+        if len(line) != size:
+            return _BAD
+        return (op,)
+
+    return parse
+
+
+def _tube_command(op: str, offset: int):
+    def parse(line: bytes, _max: int) -> tuple:
+        name = line[offset:]
+        if not valid_tube_name(name):
+            return _BAD
+        return (op, name)
+
+    return parse
+
+
+def _parse_reserve_with_timeout(line: bytes, _max: int) -> tuple:
+    parsed = _c_strtol(line[21:], 64, signed=True)
+    if parsed is None:
+        return _BAD
+    value = parsed[0] & 0xFFFFFFFF  # stored in a C int
+    if value >= 2**31:
+        value -= 2**32
+    return ("reserve-with-timeout", value)
+
+
+def _parse_release(line: bytes, _max: int) -> tuple:
+    job_id, end = read_uint(line, 8, U64_MAX)
+    if end < 0:
+        return _BAD
+    pri, end = read_uint(line, end, U32_MAX)
+    if end < 0:
+        return _BAD
+    delay = read_last_uint(line, end, U32_MAX)
+    if delay < 0:
+        return _BAD
+    return ("release", job_id, pri, delay)
+
+
+def _parse_bury(line: bytes, _max: int) -> tuple:
+    job_id, end = read_uint(line, 5, U64_MAX)
+    if end < 0:
+        return _BAD
+    pri = read_last_uint(line, end, U32_MAX)
+    if pri < 0:
+        return _BAD
+    return ("bury", job_id, pri)
+
+
+def _parse_kick(line: bytes, _max: int) -> tuple:
+    parsed = _c_strtol(line[5:], 64, signed=False)
+    if parsed is None or not parsed[1]:
+        return _BAD
+    return ("kick", parsed[0] & 0xFFFFFFFF)
+
+
+def _parse_pause_tube(line: bytes, _max: int) -> tuple:
+    n = len(line)
+    i = 10
+    while i < n and line[i] == 32:
+        i += 1
+    j = i
+    while j < n and line[j] in NAME_CHARS:
+        j += 1
+    if j == i:
+        return _BAD
+    delay = read_last_uint(line, j, U32_MAX)
+    if delay < 0:
+        return _BAD
+    name = line[i:j]
+    if not valid_tube_name(name):
+        # Counted before the name check, as the reference does.
+        return ("reply", BAD_FORMAT, "pause-tube")
+    return ("pause-tube", name, delay)
+
+
+def _parse_quit(line: bytes, _max: int) -> tuple:
+    return ("quit",)
+
+
+# The reference's which_cmd table: prefixes tried in this order (note the
+# trailing spaces).  Grouped by first byte for speed; order within a group is
+# the reference's order, and prefixes of different groups never overlap.
+_COMMANDS: list[tuple[bytes, object]] = [
+    (b"put ", lambda line, mx: _parse_put(line, mx)),
+    (b"peek ", _id_command("peek", 5)),
+    (b"peek-ready", _exact("peek-ready", b"peek-ready")),
+    (b"peek-delayed", _exact("peek-delayed", b"peek-delayed")),
+    (b"peek-buried", _exact("peek-buried", b"peek-buried")),
+    (b"reserve-with-timeout ", _parse_reserve_with_timeout),
+    (b"reserve-job ", _id_command("reserve-job", 12)),
+    (b"reserve", _exact("reserve", b"reserve")),
+    (b"delete ", _id_command("delete", 7)),
+    (b"release ", _parse_release),
+    (b"bury ", _parse_bury),
+    (b"kick ", _parse_kick),
+    (b"kick-job ", _id_command("kick-job", 9)),
+    (b"touch ", _id_command("touch", 6)),
+    (b"stats-job ", _id_command("stats-job", 10)),
+    (b"stats-tube ", _tube_command("stats-tube", 11)),
+    (b"stats", _exact("stats", b"stats")),
+    (b"use ", _tube_command("use", 4)),
+    (b"watch ", _tube_command("watch", 6)),
+    (b"ignore ", _tube_command("ignore", 7)),
+    (b"list-tubes-watched", _exact("list-tubes-watched", b"list-tubes-watched")),
+    (b"list-tube-used", _exact("list-tube-used", b"list-tube-used")),
+    (b"list-tubes", _exact("list-tubes", b"list-tubes")),
+    (b"quit", _parse_quit),
+    (b"pause-tube", _parse_pause_tube),
+]
+
+_BY_FIRST_BYTE: dict[int, list[tuple[bytes, object]]] = {}
+for _prefix, _fn in _COMMANDS:
+    _BY_FIRST_BYTE.setdefault(_prefix[0], []).append((_prefix, _fn))
+del _prefix, _fn
+
+
+def parse_line(line: bytes, max_job_size: int) -> tuple:
+    """Turn one command line (without its CRLF) into a request tuple."""
+    if not line:
+        return _UNKNOWN
+    if 0 in line:  # the reference compares strlen() with the line length
+        return _BAD
+    candidates = _BY_FIRST_BYTE.get(line[0])
+    if candidates:
+        for prefix, fn in candidates:
+            if line.startswith(prefix):
+                return fn(line, max_job_size)  # type: ignore[operator]
+    return _UNKNOWN
+
+
+# Parser states.
+_LINE, _DISCARD_LINE, _BODY, _SKIP = range(4)
+
+
+class Parser:
+    """Frames the byte stream into requests; never buffers more than it must.
+
+    * A command line longer than the limit is dropped as it streams in (only
+      a trailing CR is kept to spot a CRLF split across reads).
+    * A put body larger than ``max_job_size`` is counted down, never stored.
+    """
+
+    __slots__ = ("max_job_size", "_buf", "_state", "_need")
+
+    def __init__(self, max_job_size: int = 65535) -> None:
+        self.max_job_size = max_job_size
+        self._buf = bytearray()
+        self._state = _LINE
+        self._need = 0
+
+    def feed(self, data: bytes) -> None:
+        state = self._state
+        if state == _SKIP:
+            # Throw the oversized body away as it arrives.
+            take = min(len(data), self._need)
+            self._need -= take
+            data = data[take:]
+            if self._need:
+                return
+        elif state == _DISCARD_LINE and not self._buf:
+            pos = data.find(b"\r\n")
+            if pos < 0:
+                if data.endswith(b"\r"):
+                    self._buf += b"\r"
+                return
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for requests not yet returned (bounded by design)."""
+        return len(self._buf)
+
+    @property
+    def awaiting_body(self) -> bool:
+        return self._state == _BODY
+
+    def expect_body(self, size: int) -> None:
+        """Called after a ``put`` request: the next ``size`` bytes + CRLF are its body."""
+        self._state = _BODY
+        self._need = size + 2
+
+    def next_request(self) -> Optional[tuple]:
+        buf = self._buf
+        state = self._state
+        if state == _LINE:
+            pos = buf.find(b"\r\n", 0, LINE_LIMIT)
+            if pos >= 0:
+                line = bytes(buf[:pos])
+                del buf[: pos + 2]
+                request = parse_line(line, self.max_job_size)
+                if request[0] == "too-big":
+                    self._state = _SKIP
+                    self._need = request[1]
+                    return self._finish_skip()
+                return request
+            if len(buf) < LINE_LIMIT:
+                return None
+            # Too long: drop it up to the next CRLF, then answer once.
+            self._state = state = _DISCARD_LINE
+        if state == _DISCARD_LINE:
+            pos = buf.find(b"\r\n")
+            if pos < 0:
+                keep_cr = buf.endswith(b"\r")
+                buf.clear()
+                if keep_cr:
+                    buf += b"\r"
+                return None
+            del buf[: pos + 2]
+            self._state = _LINE
+            return _BAD
+        if state == _BODY:
+            need = self._need
+            if len(buf) < need:
+                return None
+            body = bytes(buf[:need])
+            del buf[:need]
+            self._state = _LINE
+            if body[-2:] != b"\r\n":
+                return ("body-bad-crlf",)
+            return ("body", body)
+        # _SKIP
+        return self._finish_skip()
+
+    def _finish_skip(self) -> Optional[tuple]:
+        buf = self._buf
+        if self._need:
+            take = min(len(buf), self._need)
+            del buf[:take]
+            self._need -= take
+            if self._need:
+                return None
+        self._state = _LINE
+        return ("reply", JOB_TOO_BIG, "put")
