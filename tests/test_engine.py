@@ -1,0 +1,334 @@
+"""Unit tests of the queue engine with an injected clock: no sleeps, no sockets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from beanstalk_py.engine import DEADLINE_SOON, NOT_IGNORED, NS, TIMED_OUT, WIDE_WATCH, Engine
+from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
+
+T0 = 1_000 * NS
+
+
+def put(engine: Engine, client, pri: int = 0, delay: int = 0, ttr: int = 60, body: bytes = b"x", now: int = T0):
+    return engine.put(client, engine.allocate_id(), pri, delay, ttr, body + b"\r\n", now)
+
+
+def test_priority_then_id_order() -> None:
+    e = Engine()
+    c = e.new_client()
+    a = put(e, c, pri=5)
+    b = put(e, c, pri=1)
+    d = put(e, c, pri=5)
+    assert [e.reserve(c, 0, T0) for _ in range(3)] == [b, a, d]
+    assert e.reserve(c, 0, T0) == TIMED_OUT
+
+
+def test_unsigned_priority() -> None:
+    e = Engine()
+    c = e.new_client()
+    big = put(e, c, pri=2**32 - 1)
+    small = put(e, c, pri=0)
+    assert e.reserve(c, 0, T0) is small
+    assert e.reserve(c, 0, T0) is big
+
+
+def test_released_job_keeps_its_id_rank() -> None:
+    e = Engine()
+    c = e.new_client()
+    first = put(e, c)
+    e.reserve(c, 0, T0)
+    second = put(e, c)
+    assert e.release(c, first.id, 0, 0, T0)
+    assert e.reserve(c, 0, T0) is first
+    assert second.state == READY
+
+
+def test_delay_becomes_ready_on_tick() -> None:
+    e = Engine()
+    c = e.new_client()
+    job = put(e, c, delay=5)
+    assert job.state == DELAYED
+    assert e.next_wakeup() == T0 + 5 * NS
+    e.tick(T0 + 5 * NS - 1)
+    assert job.state == DELAYED
+    e.tick(T0 + 5 * NS)
+    assert job.state == READY
+
+
+def test_ttr_expiry_is_never_lost() -> None:
+    e = Engine()
+    c = e.new_client()
+    job = put(e, c, ttr=60)
+    assert e.reserve(c, 0, T0) is job
+    deadline = T0 + 60 * NS
+    e.tick(deadline - 1)
+    assert job.state == RESERVED
+    e.tick(deadline)  # exactly at the deadline: the reference can miss this one
+    assert job.state == READY
+    assert job.timeout_ct == 1 and e.timeout_ct == 1
+    assert not c.reserved
+
+
+def test_ttr_minimum_is_one_second() -> None:
+    e = Engine()
+    c = e.new_client()
+    job = put(e, c, ttr=0)
+    assert job.ttr == NS
+
+
+def test_touch_moves_deadline() -> None:
+    e = Engine()
+    c = e.new_client()
+    job = put(e, c, ttr=10)
+    e.reserve(c, 0, T0)
+    assert e.touch(c, job.id, T0 + 9 * NS)
+    e.tick(T0 + 15 * NS)
+    assert job.state == RESERVED
+    e.tick(T0 + 19 * NS)
+    assert job.state == READY
+
+
+def test_waiter_gets_job_from_put() -> None:
+    e = Engine()
+    worker, producer = e.new_client(), e.new_client()
+    assert e.reserve(worker, -1, T0) is None
+    assert worker.waiting and e.waiting_ct == 1
+    job = put(e, producer)
+    assert e.completed == [(worker, job)]
+    assert job.reserver is worker and not worker.waiting
+
+
+def test_waiters_served_in_arrival_order() -> None:
+    e = Engine()
+    producer = e.new_client()
+    workers = [e.new_client() for _ in range(6)]
+    for w in workers:
+        assert e.reserve(w, -1, T0) is None
+    for _ in workers:
+        put(e, producer)
+    assert [client for client, _ in e.completed] == workers
+
+
+def test_reserve_timeout_and_zero() -> None:
+    e = Engine()
+    c = e.new_client()
+    assert e.reserve(c, 0, T0) == TIMED_OUT
+    assert e.reserve(c, 2, T0) is None
+    e.tick(T0 + 2 * NS - 1)
+    assert e.completed == []
+    e.tick(T0 + 2 * NS)
+    assert e.completed == [(c, TIMED_OUT)]
+    assert not c.waiting and e.waiting_ct == 0
+
+
+def test_deadline_soon_immediate_and_while_waiting() -> None:
+    e = Engine()
+    c = e.new_client()
+    put(e, c, ttr=1)
+    e.reserve(c, 0, T0)
+    # ttr 1: inside the one-second margin at once.
+    assert e.reserve(c, 5, T0) == DEADLINE_SOON
+    e2 = Engine()
+    c2 = e2.new_client()
+    job = put(e2, c2, ttr=10)
+    e2.reserve(c2, 0, T0)
+    assert e2.reserve(c2, -1, T0) is None
+    e2.tick(T0 + 9 * NS)
+    assert e2.completed == [(c2, DEADLINE_SOON)]
+    assert job.state == RESERVED  # DEADLINE_SOON does not release the job
+
+
+def test_close_releases_reserved_jobs_without_counting_timeouts() -> None:
+    e = Engine()
+    c, other = e.new_client(), e.new_client()
+    job = put(e, c)
+    e.reserve(c, 0, T0)
+    assert e.reserve(other, -1, T0) is None
+    e.close_client(c, T0)
+    assert e.completed == [(other, job)]
+    assert job.timeout_ct == 0
+
+
+def test_delete_rules() -> None:
+    e = Engine()
+    a, b = e.new_client(), e.new_client()
+    ready = put(e, a)
+    delayed = put(e, a, delay=10)
+    reserved = put(e, a, pri=0)
+    # b reserves `ready` (lowest id among pri 0)
+    assert e.reserve(b, 0, T0) is ready
+    assert not e.delete(a, ready.id)  # reserved by another connection
+    assert e.delete(b, ready.id)
+    assert e.delete(a, delayed.id)
+    assert e.delete(b, reserved.id)  # ready job in any tube
+    assert not e.delete(a, 999)
+    assert e.next_wakeup() is None  # the delayed job's timer went with it
+
+
+def test_bury_kick_and_kick_job() -> None:
+    e = Engine()
+    c = e.new_client()
+    jobs = [put(e, c) for _ in range(3)]
+    for job in jobs:
+        e.reserve(c, 0, T0)
+        assert e.bury(c, job.id, 7)
+    assert [j.state for j in jobs] == [BURIED] * 3
+    delayed = put(e, c, delay=100)
+    assert e.peek_buried(c) is jobs[0]
+    assert e.kick(c, 2, T0) == 2  # buried first, never delayed in the same kick
+    assert jobs[2].state == BURIED and delayed.state == DELAYED
+    assert e.kick_job(jobs[2].id, T0)
+    assert not e.kick_job(jobs[2].id, T0)
+    assert e.kick(c, 10, T0) == 1  # now the delayed one
+    assert delayed.state == READY and delayed.kick_ct == 1
+    assert jobs[0].pri == 7 and jobs[0].bury_ct == 1
+
+
+def test_reserve_job_any_state() -> None:
+    e = Engine()
+    c = e.new_client()
+    delayed = put(e, c, delay=100)
+    assert e.reserve_job(c, delayed.id, T0) is delayed
+    assert e.reserve_job(c, delayed.id, T0) is None
+    e.tick(T0 + 60 * NS)  # ttr over: back to ready even though it was delayed
+    assert delayed.state == READY
+
+
+def test_pause_holds_jobs_then_wakes_waiters() -> None:
+    e = Engine()
+    c = e.new_client()
+    job = put(e, c)
+    assert e.pause_tube(b"default", 10, T0)
+    assert e.reserve(c, -1, T0) is None
+    e.tick(T0 + 10 * NS - 1)
+    assert e.completed == []
+    e.tick(T0 + 10 * NS)
+    assert e.completed == [(c, job)]
+    assert not e.pause_tube(b"nothere", 1, T0)
+
+
+def test_pause_zero_unpauses_at_once() -> None:
+    e = Engine()
+    c = e.new_client()
+    put(e, c)
+    e.pause_tube(b"default", 100, T0)
+    assert e.reserve(c, -1, T0) is None
+    e.pause_tube(b"default", 0, T0)
+    e.tick(T0 + 1)
+    assert len(e.completed) == 1
+
+
+def test_tubes_vanish_when_unused_and_list_order_swaps() -> None:
+    e = Engine()
+    c = e.new_client()
+    for name in (b"a", b"b", b"c", b"d"):
+        e.watch(c, name)
+    assert [t.name for t in e.tube_list] == [b"default", b"a", b"b", b"c", b"d"]
+    e.ignore(c, b"b")
+    assert [t.name for t in e.tube_list] == [b"default", b"a", b"d", b"c"]
+    assert [t.name for t in c.watch] == [b"default", b"a", b"d", b"c"]
+    e.ignore(c, b"default")
+    assert [t.name for t in c.watch] == [b"c", b"a", b"d"]
+    assert b"default" in e.tubes  # default never goes away
+
+
+def test_ignore_last_tube() -> None:
+    e = Engine()
+    c = e.new_client()
+    assert e.ignore(c, b"default") == NOT_IGNORED
+    assert e.ignore(c, b"nothere") == 1
+    assert e.watch(c, b"x") == 2
+    assert e.watch(c, b"x") == 2
+
+
+def test_tube_survives_while_it_has_jobs() -> None:
+    e = Engine()
+    c = e.new_client()
+    e.use(c, b"t")
+    job = put(e, c)
+    e.use(c, b"default")
+    assert b"t" in e.tubes
+    e.delete(c, job.id)
+    assert b"t" not in e.tubes
+
+
+def test_multi_tube_reserve_takes_global_best() -> None:
+    e = Engine()
+    c = e.new_client()
+    e.use(c, b"abc")
+    put(e, c, pri=999999)
+    e.use(c, b"def")
+    best = put(e, c, pri=99)
+    e.watch(c, b"abc")
+    e.watch(c, b"def")
+    assert e.reserve(c, 0, T0) is best
+
+
+@pytest.mark.parametrize("tubes", [3, WIDE_WATCH + 50])
+def test_wide_and_narrow_watchers_agree(tubes: int) -> None:
+    """A worker watching many tubes uses the tube index; results must match a scan."""
+    rng = random.Random(tubes)
+    e = Engine()
+    producer, worker = e.new_client(), e.new_client()
+    names = [b"t%d" % i for i in range(tubes)]
+    for name in names:
+        e.watch(worker, name)
+    jobs = []
+    for _ in range(200):
+        e.use(producer, rng.choice(names))
+        jobs.append(put(e, producer, pri=rng.randrange(5)))
+    expected = sorted(jobs, key=lambda j: (j.pri, j.id))
+    got = [e.reserve(worker, 0, T0) for _ in jobs]
+    assert got == expected
+    # And blocked: a put to any watched tube reaches the waiting worker.
+    assert e.reserve(worker, -1, T0) is None
+    e.use(producer, names[-1])
+    job = put(e, producer)
+    assert e.completed[-1] == (worker, job)
+
+
+def test_wide_waiter_order_against_narrow_waiters() -> None:
+    e = Engine()
+    producer = e.new_client()
+    wide = e.new_client()
+    for i in range(WIDE_WATCH + 1):
+        e.watch(wide, b"w%d" % i)
+    narrow = e.new_client()
+    assert e.reserve(wide, -1, T0) is None
+    assert e.reserve(narrow, -1, T0) is None
+    first = put(e, producer)
+    second = put(e, producer)
+    assert e.completed == [(wide, first), (narrow, second)]
+
+
+def test_counters() -> None:
+    e = Engine()
+    c = e.new_client()
+    put(e, c, pri=10)
+    put(e, c, pri=2000)
+    put(e, c, delay=3)
+    assert (e.ready_ct, e.urgent_ct, e.delayed_count(), e.total_jobs_ct) == (2, 1, 1, 3)
+    job = e.reserve(c, 0, T0)
+    assert (e.ready_ct, e.urgent_ct, e.reserved_ct) == (1, 0, 1)
+    e.bury(c, job.id, 1)
+    assert e.buried_ct == 1 and e.reserved_ct == 0
+    assert e.default.total_jobs_ct == 3
+
+
+def test_many_jobs_stay_fast_paths() -> None:
+    """Sanity check of the O(log n) structures: 20k jobs in and out, in order."""
+    e = Engine()
+    c = e.new_client()
+    rng = random.Random(1)
+    for _ in range(20000):
+        put(e, c, pri=rng.randrange(100))
+    last = (-1, -1)
+    while (job := e.reserve(c, 0, T0)) != TIMED_OUT:
+        key = (job.pri, job.id)
+        assert key > last
+        last = key
+        e.delete(c, job.id)
+    assert not e.jobs

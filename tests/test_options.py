@@ -1,0 +1,76 @@
+"""Command-line parsing with beanstalkd's rules (the reference's testutil.c cases)."""
+
+from __future__ import annotations
+
+import pytest
+
+from beanstalk_py.options import UsageExit, parse_args
+
+
+def test_defaults() -> None:
+    opts = parse_args([])
+    assert (opts.port, opts.addr, opts.max_job_size, opts.binlog_size) == ("11300", None, 65535, 10485760)
+    assert (opts.fsync, opts.fsync_ms, opts.user, opts.binlog_dir, opts.verbose) == (True, 50, None, None, 0)
+
+
+def test_attached_and_separate_arguments() -> None:
+    assert parse_args(["-p1234"]).port == "1234"
+    assert parse_args(["-llocalhost"]).addr == "localhost"
+    assert parse_args(["-l", "localhost"]).addr == "localhost"
+    assert parse_args(["-z1234"]).max_job_size == 1234
+    assert parse_args(["-s1234"]).binlog_size == 1234
+    assert parse_args(["-ukr"]).user == "kr"
+    assert parse_args(["-bfoo"]).binlog_dir == "foo"
+
+
+def test_job_size_is_capped(capsys: pytest.CaptureFixture) -> None:
+    assert parse_args(["-z1073741825"]).max_job_size == 1073741824
+    assert "maximum job size was set to 1073741824" in capsys.readouterr().err
+
+
+def test_fsync_flags() -> None:
+    opts = parse_args(["-f1234"])
+    assert opts.fsync and opts.fsync_ms == 1234
+    assert not parse_args(["-f1234", "-F"]).fsync
+
+
+def test_bundled_flags() -> None:
+    assert parse_args(["-V"]).verbose == 1
+    assert parse_args(["-V", "-V"]).verbose == 2
+    assert parse_args(["-VVV"]).verbose == 3
+    opts = parse_args(["-VFVukr"])
+    assert (opts.verbose, opts.fsync, opts.user) == (2, False, "kr")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-"], "unknown argument: -"),
+        (["foo"], "unknown argument: foo"),
+        (["-x"], "unknown flag: -x"),
+        (["-p"], "flag requires an argument: -p"),
+        (["-z", "12k"], "invalid size: 12k"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(UsageExit) as info:
+        parse_args(argv)
+    assert info.value.code == 5
+    err = capsys.readouterr().err
+    assert message in err and "Use: beanstalk-py" in err
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(UsageExit) as info:
+        parse_args(["-h"])
+    assert info.value.code == 0
+    assert "127.0.0.1" in capsys.readouterr().err
+    with pytest.raises(UsageExit) as info:
+        parse_args(["-v"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("beanstalk-py ")
+
+
+def test_removed_flags_warn(capsys: pytest.CaptureFixture) -> None:
+    parse_args(["-c", "-n"])
+    assert "binlog is always compacted" in capsys.readouterr().err
