@@ -16,6 +16,7 @@ whole watch list.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Iterable, Optional, Union
 
 from sortedcontainers import SortedList
@@ -91,7 +92,7 @@ class Engine:
         # Index of tubes with a reservable head job: head ready_key -> tube.
         self._ready_index: SortedList = SortedList()
         self._index_tube: dict[int, Tube] = {}
-        self.wide_waiters: dict[Client, None] = {}
+        self.wide_waiters: OrderedDict[Client, None] = OrderedDict()
         self._wait_seq = 0
         self.completed: list[tuple[Client, Outcome]] = []
         # Counters shown by `stats`.

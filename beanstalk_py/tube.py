@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Optional
 
 from sortedcontainers import SortedKeyList
@@ -44,8 +45,10 @@ class Tube:
         self.name = name
         self.ready: SortedKeyList = SortedKeyList(key=ready_key)
         self.delayed: SortedKeyList = SortedKeyList(key=delay_key)
-        self.buried: dict[Job, None] = {}
-        self.waiters: dict["Client", None] = {}
+        # OrderedDict, not dict: finding the first entry of a plain dict that
+        # is emptied from the front walks every deleted slot (quadratic churn).
+        self.buried: OrderedDict[Job, None] = OrderedDict()
+        self.waiters: OrderedDict["Client", None] = OrderedDict()
         self.reserved_ct = 0
         self.urgent_ct = 0
         self.total_jobs_ct = 0

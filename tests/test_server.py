@@ -307,3 +307,26 @@ def test_out_of_file_descriptors_refuses_and_keeps_serving() -> None:
     _, err = proc.communicate()
     assert b"refusing new connections" in err
     assert proc.returncode == 0
+
+
+def test_user_option_drops_privileges() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("-u needs root to switch users")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    daemon = start_beanstalk_py("-u", "nobody")
+    try:
+        with open(f"/proc/{daemon.proc.pid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        assert fields["Uid"].split()[0] == str(nobody.pw_uid)
+        assert fields["Gid"].split()[0] == str(nobody.pw_gid)
+        with daemon.connect() as sock:
+            assert ask(sock, b"put 0 0 1 1\r\nx\r\n") == b"INSERTED 1\r\n"
+    finally:
+        daemon.stop()
+
+
+def test_unknown_user_exits_33() -> None:
+    result = run_cli("-u", "no-such-user-here", "-p", str(free_port()))
+    assert result.returncode == 33 and "no such user" in result.stderr
