@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from .engine import DEADLINE_SOON, NOT_IGNORED, TIMED_OUT, Engine, Outcome
 from .job import Job
-from .protocol import EXPECTED_CRLF, Parser
+from .protocol import EXPECTED_CRLF, JOB_TOO_BIG, Parser
 from .stats import ServerInfo, format_job_stats, format_stats, format_tube_list, format_tube_stats
 
 # Stop running commands while this much output waits to be sent.
@@ -46,6 +46,7 @@ class Connection:
         "closing",
         "eof",
         "_put",
+        "_too_big_counted",
         "_handlers",
         "io",
     )
@@ -61,6 +62,7 @@ class Connection:
         self.closing = False  # quit seen or input ended: close once output is sent
         self.eof = False
         self._put: Optional[tuple[int, int, int, int]] = None
+        self._too_big_counted = False
         self.io: object = None  # the I/O layer's handle (task wake-up, socket...)
         self._handlers: dict[str, Callable[[tuple, int], None]] = {
             "reply": self._on_reply,
@@ -145,6 +147,11 @@ class Connection:
                 return  # the I/O layer calls process() again once output drains
             request = parser.next_request()
             if request is None:
+                if parser.discarding_body and not self._too_big_counted:
+                    # The reference counts an oversized put when its header is
+                    # read, not when the discarded body ends (which may never be).
+                    self.engine.count("put")
+                    self._too_big_counted = True
                 if self.eof:
                     self.closing = True  # every complete command has run
                 return
@@ -171,7 +178,9 @@ class Connection:
     # ------------------------------------------------------------------ commands
 
     def _on_reply(self, request: tuple, now: int) -> None:
-        if request[2] is not None:
+        if request[1] is JOB_TOO_BIG and self._too_big_counted:
+            self._too_big_counted = False  # already counted when its discard began
+        elif request[2] is not None:
             self.engine.count(request[2])
         self._send(request[1])
 
@@ -221,7 +230,10 @@ class Connection:
         if outcome is not None:
             self._write_outcome(outcome)
         elif self.eof:
-            self.engine.cancel_wait(self.client)
+            # The client has half-closed: a reserve that would block times out
+            # at once, answered in order with the commands around it.
+            self.engine.cancel_wait(self.client, notify=False)
+            self._send(b"TIMED_OUT\r\n")
 
     def _on_reserve(self, request: tuple, now: int) -> None:
         self.engine.count("reserve")

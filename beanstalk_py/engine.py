@@ -211,13 +211,22 @@ class Engine:
         tube = self.tubes.get(name)
         if tube is None:
             return False
-        # A zero pause is stored as 1 ns so waiters still wake at its end.
-        span = delay * NS or 1
-        tube.pause = span
-        tube.unpause_at = now + span
         tube.pause_ct += 1
         if tube.pause_timer is not None:
             self.timers.remove(tube.pause_timer)
+            tube.pause_timer = None
+        if delay == 0:
+            # The reference stores a zero pause as 1 ns on a clock that has
+            # moved on by the next command, so even a reserve pipelined in the
+            # same packet finds the tube unpaused.  Our `now` is fixed for a
+            # whole packet, so end the pause here and wake the waiters.
+            tube.pause = 0
+            tube.unpause_at = now
+            self._reindex(tube)
+            self._dispatch(tube, now)
+            return True
+        tube.pause = delay * NS
+        tube.unpause_at = now + tube.pause
         tube.pause_timer = self._add_timer(tube.unpause_at, _T_UNPAUSE, tube)
         self._reindex(tube)
         return True
@@ -272,8 +281,11 @@ class Engine:
             elif kind == _T_TIMEOUT:
                 client = obj
                 client.timeout_timer = None
+                # As in the reference's conn_timeout: a held job inside the
+                # safety margin turns the timeout into DEADLINE_SOON.
+                soon = self._deadline_soon(client, now)
                 self._stop_waiting(client)
-                self.completed.append((client, TIMED_OUT))
+                self.completed.append((client, DEADLINE_SOON if soon else TIMED_OUT))
             else:  # _T_UNPAUSE
                 tube: Tube = obj
                 tube.pause_timer = None
@@ -497,15 +509,23 @@ class Engine:
             self._reserve(client, job, now)
             return job
         if timeout == 0:
-            return TIMED_OUT
+            # The reference answers a zero wait from its connection timer, which
+            # checks the safety margin first: a held job inside it gives
+            # DEADLINE_SOON even here (e.g. the only ready jobs are in a paused tube).
+            return DEADLINE_SOON if self._deadline_soon(client, now) else TIMED_OUT
         self._start_waiting(client, timeout, now)
         return None
 
-    def cancel_wait(self, client: Client) -> None:
-        """The client half-closed while waiting: it gets TIMED_OUT."""
+    def cancel_wait(self, client: Client, notify: bool = True) -> None:
+        """The client half-closed while waiting: it gets TIMED_OUT.
+
+        With ``notify=False`` the caller answers itself instead of through
+        :attr:`completed` (so the reply keeps its place among later ones).
+        """
         if client.waiting:
             self._stop_waiting(client)
-            self.completed.append((client, TIMED_OUT))
+            if notify:
+                self.completed.append((client, TIMED_OUT))
 
     def reserve_job(self, client: Client, job_id: int, now: int) -> Optional[Job]:
         job = self.jobs.get(job_id)

@@ -327,6 +327,11 @@ class Parser:
     def awaiting_body(self) -> bool:
         return self._state == _BODY
 
+    @property
+    def discarding_body(self) -> bool:
+        """True while the body of an oversized put is being thrown away."""
+        return self._state == _SKIP
+
     def expect_body(self, size: int) -> None:
         """Called after a ``put`` request: the next ``size`` bytes + CRLF are its body."""
         self._state = _BODY
