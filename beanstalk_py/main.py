@@ -41,6 +41,10 @@ def drop_privileges(user: str) -> None:
         raise SystemExit(34)
 
 
+def _exit_now(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -56,6 +60,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         warn("-b: the binlog is not available in this release; refusing to start "
              "rather than run without the durability you asked for")
         return 1
+    engine = Engine(max_job_size=opts.max_job_size)
+    # Until the server's signal task runs, these plain handlers keep an early
+    # SIGUSR1 from killing the process (its default action) and make an early
+    # SIGTERM/SIGINT exit cleanly as later ones do.
+    signal.signal(signal.SIGUSR1, lambda _sig, _frame: setattr(engine, "draining", True))
+    signal.signal(signal.SIGTERM, _exit_now)
+    signal.signal(signal.SIGINT, _exit_now)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if opts.verbose:
         print(f"pid {os.getpid()}", flush=True)
     if inherited is not None:
@@ -71,8 +83,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                  "beanstalkd's 0.0.0.0; use -l 0.0.0.0 to accept remote clients)")
     if opts.user:
         drop_privileges(opts.user)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    engine = Engine(max_job_size=opts.max_job_size)
     info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
     server = Server(engine, info, [sock], verbose=opts.verbose)
     trio.run(server.run)
