@@ -190,7 +190,12 @@ class Connection:
         engine.set_producer(self.client)
         _, pri, delay, ttr, size = request
         self._put = (engine.allocate_id(), pri, delay, ttr)
-        self.parser.expect_body(size)
+        body = self.parser.take_body(size)
+        if body is not None:
+            if body[0] == "body":
+                self._on_body(body, now)
+            else:
+                self._on_bad_body(body, now)
 
     def _on_body(self, request: tuple, now: int) -> None:
         job_id, pri, delay, ttr = self._put  # type: ignore[misc]

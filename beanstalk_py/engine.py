@@ -317,7 +317,18 @@ class Engine:
         if job.pri < URGENT_THRESHOLD:
             self.urgent_ct += 1
             tube.urgent_ct += 1
-        self._reindex(tube)
+        if not tube.pause:
+            # Only a new head changes the index: skip the lookup otherwise
+            # (pipelined puts of one priority never move the head).
+            key = (job.pri << 64) | job.id
+            old = tube.index_key
+            if old is None or key < old:
+                if old is not None:
+                    self._ready_index.remove(old)
+                    del self._index_tube[old]
+                self._ready_index.add(key)
+                self._index_tube[key] = tube
+                tube.index_key = key
 
     def _remove_ready(self, job: Job) -> None:
         tube = job.tube
