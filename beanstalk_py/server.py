@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import time
@@ -27,6 +28,7 @@ import trio
 
 from .conn import Connection
 from .engine import Engine
+from .epoll_loop import EpollLoop
 from .listen import describe
 from .options import warn
 from .stats import ServerInfo
@@ -40,13 +42,28 @@ def now_ns() -> int:
     return time.monotonic_ns()
 
 
+def default_io_mode() -> str:
+    """"epoll" on Linux (faster, see epoll_loop.py), else one task per connection.
+
+    BEANSTALK_PY_IO=tasks forces the portable path (the test suite runs both).
+    """
+    wanted = os.environ.get("BEANSTALK_PY_IO", "")
+    if wanted in ("epoll", "tasks"):
+        return wanted
+    return "epoll" if hasattr(select, "epoll") else "tasks"
+
+
 class _ConnIO:
     """I/O-side handle of one connection: how to wake its task."""
 
-    __slots__ = ("wake",)
+    __slots__ = ("scope",)
 
     def __init__(self) -> None:
-        self.wake: Optional[trio.CancelScope] = None
+        self.scope: Optional[trio.CancelScope] = None
+
+    def wake(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class Server:
@@ -58,6 +75,7 @@ class Server:
         info: ServerInfo,
         listeners: list[socket.socket],
         verbose: int = 0,
+        io_mode: Optional[str] = None,
     ) -> None:
         self.engine = engine
         self.info = info
@@ -67,6 +85,7 @@ class Server:
         self._timer_at: Optional[int] = None
         self._spare_fd: Optional[int] = None
         self.stopped_by: Optional[int] = None
+        self.io_mode = io_mode or default_io_mode()
 
     # ------------------------------------------------------------------ running
 
@@ -77,10 +96,15 @@ class Server:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 nursery.start_soon(self._timer_loop)
                 for sock in self.listeners:
-                    listener = trio.socket.from_stdlib_socket(sock)
                     if self.verbose:
                         print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
-                    nursery.start_soon(self._accept_loop, listener, nursery)
+                if self.io_mode == "epoll":
+                    loop = EpollLoop(self, self.listeners, now_ns)
+                    nursery.start_soon(loop.run)
+                else:
+                    for sock in self.listeners:
+                        listener = trio.socket.from_stdlib_socket(sock)
+                        nursery.start_soon(self._accept_loop, listener, nursery)
                 task_status.started()
         finally:
             if self._spare_fd is not None:
@@ -134,9 +158,7 @@ class Server:
             for client, outcome in batch:
                 conn: Connection = client.owner
                 conn.deliver(outcome, now)
-                wake = conn.io.wake  # type: ignore[attr-defined]
-                if wake is not None:
-                    wake.cancel()
+                conn.io.wake()  # type: ignore[attr-defined]
         self._reschedule_timer()
 
     # ------------------------------------------------------------------ sockets
@@ -163,18 +185,20 @@ class Server:
                     pass
             nursery.start_soon(self._serve_connection, sock)
 
-    async def _refuse_one(self, listener: trio.socket.SocketType) -> None:
-        """Out of descriptors: close the waiting client so it is not left hanging."""
+    def refuse_one(self, raw: socket.socket) -> None:
+        """Out of descriptors: free the spare one, accept the waiting client and close it."""
         if self._spare_fd is not None:
             os.close(self._spare_fd)
             self._spare_fd = None
             try:
-                raw = listener._sock  # type: ignore[attr-defined]
                 conn, _ = raw.accept()
                 conn.close()
             except OSError:
                 pass
             self._spare_fd = _open_spare()
+
+    async def _refuse_one(self, listener: trio.socket.SocketType) -> None:
+        self.refuse_one(listener._sock)  # type: ignore[attr-defined]
         await trio.sleep(0.05)
 
     async def _serve_connection(self, sock: trio.socket.SocketType) -> None:
@@ -204,12 +228,12 @@ class Server:
                     break
                 if conn.blocked:
                     with trio.CancelScope() as scope:
-                        io.wake = scope
+                        io.scope = scope
                         if conn.wants_input:
                             data = await sock.recv(RECV_SIZE)
                         else:
                             await trio.sleep_forever()
-                    io.wake = None
+                    io.scope = None
                     if scope.cancelled_caught:
                         continue
                 else:
@@ -224,7 +248,7 @@ class Server:
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            io.wake = None
+            io.scope = None
             now = now_ns()
             conn.close(now)
             self._settle(now)

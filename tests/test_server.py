@@ -330,3 +330,27 @@ def test_user_option_drops_privileges() -> None:
 def test_unknown_user_exits_33() -> None:
     result = run_cli("-u", "no-such-user-here", "-p", str(free_port()))
     assert result.returncode == 33 and "no such user" in result.stderr
+
+
+@pytest.mark.parametrize("io_mode", ["epoll", "tasks"])
+def test_both_io_paths_serve_blocking_reserves(io_mode: str) -> None:
+    """The Linux epoll loop and the portable task-per-connection path behave alike."""
+    port = free_port()
+    daemon = Daemon(beanstalk_py_argv(port), port=port, env={"BEANSTALK_PY_IO": io_mode}).start()
+    try:
+        with daemon.connect() as worker, daemon.connect() as producer:
+            worker.sendall(b"reserve\r\nlist-tube-used\r\n")
+            time.sleep(0.1)
+            assert ask(producer, b"put 5 0 10 3\r\nabc\r\n") == b"INSERTED 1\r\n"
+            assert read_until(worker, b"default\r\n") == b"RESERVED 1 3\r\nabc\r\nUSING default\r\n"
+            assert ask(worker, b"reserve-with-timeout 1\r\n", limit=3) == b"TIMED_OUT\r\n"
+            assert ask(worker, b"delete 1\r\n") == b"DELETED\r\n"
+            big = b"q" * 200000
+            assert ask(producer, b"put 0 0 10 %d\r\n%s\r\n" % (len(big), big)) == b"JOB_TOO_BIG\r\n"
+            for _ in range(3):
+                assert ask(producer, b"put 0 0 10 3\r\nxyz\r\n").startswith(b"INSERTED")
+            worker.sendall(b"peek 2\r\n" * 200)
+            expected = b"FOUND 2 3\r\nxyz\r\n" * 200
+            assert read_until(worker, expected) == expected
+    finally:
+        assert daemon.stop() == 0
