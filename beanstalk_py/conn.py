@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from .binlog import BinlogError
 from .engine import DEADLINE_SOON, NOT_IGNORED, TIMED_OUT, Engine, Outcome
 from .job import Job
 from .protocol import EXPECTED_CRLF, JOB_TOO_BIG, Parser
@@ -22,6 +23,9 @@ OUTPUT_HIGH_WATER = 256 * 1024
 
 NOT_FOUND = b"NOT_FOUND\r\n"
 DRAINING = b"DRAINING\r\n"
+# Replies when the binlog cannot record a change (the reference's choices).
+OUT_OF_MEMORY = b"OUT_OF_MEMORY\r\n"
+INTERNAL_ERROR = b"INTERNAL_ERROR\r\n"
 
 
 def _job_reply(word: bytes, job: Job) -> bytes:
@@ -204,7 +208,11 @@ class Connection:
         if engine.draining:
             self._send(DRAINING)
             return
-        engine.put(self.client, job_id, pri, delay, ttr, request[1], now)
+        try:
+            engine.put(self.client, job_id, pri, delay, ttr, request[1], now)
+        except BinlogError:
+            self._send(OUT_OF_MEMORY)  # not stored; the id stays used
+            return
         self._send(b"INSERTED %d\r\n" % job_id)
 
     def _on_bad_body(self, request: tuple, now: int) -> None:
@@ -250,22 +258,39 @@ class Connection:
 
     def _on_reserve_job(self, request: tuple, now: int) -> None:
         self.engine.count("reserve-job")
-        job = self.engine.reserve_job(self.client, request[1], now)
+        try:
+            job = self.engine.reserve_job(self.client, request[1], now)
+        except BinlogError:
+            self._send(OUT_OF_MEMORY)  # a buried or delayed job stays as it was
+            return
         self._send(_job_reply(b"RESERVED", job) if job is not None else NOT_FOUND)
 
     def _on_delete(self, request: tuple, now: int) -> None:
         self.engine.count("delete")
-        self._send(b"DELETED\r\n" if self.engine.delete(self.client, request[1]) else NOT_FOUND)
+        try:
+            ok = self.engine.delete(self.client, request[1])
+        except BinlogError:
+            self._send(INTERNAL_ERROR)  # not deleted: the job is unchanged
+            return
+        self._send(b"DELETED\r\n" if ok else NOT_FOUND)
 
     def _on_release(self, request: tuple, now: int) -> None:
         self.engine.count("release")
         _, job_id, pri, delay = request
-        ok = self.engine.release(self.client, job_id, pri, delay, now)
+        try:
+            ok = self.engine.release(self.client, job_id, pri, delay, now)
+        except BinlogError:
+            self._send(OUT_OF_MEMORY)  # still reserved by this client
+            return
         self._send(b"RELEASED\r\n" if ok else NOT_FOUND)
 
     def _on_bury(self, request: tuple, now: int) -> None:
         self.engine.count("bury")
-        ok = self.engine.bury(self.client, request[1], request[2])
+        try:
+            ok = self.engine.bury(self.client, request[1], request[2])
+        except BinlogError:
+            self._send(INTERNAL_ERROR)  # still reserved by this client
+            return
         self._send(b"BURIED\r\n" if ok else NOT_FOUND)
 
     def _on_kick(self, request: tuple, now: int) -> None:

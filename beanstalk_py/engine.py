@@ -12,6 +12,19 @@ Costs do not grow with what is idle: per-tube queues are sorted containers
 warnings, pauses) live in one sorted list, and a reserve by a client watching
 many tubes walks an index of tubes that have reservable jobs instead of its
 whole watch list.
+
+Durability: with a write-ahead log attached (:attr:`Engine.wal`, a
+:class:`~.binlog.Binlog` or anything with its ``append_*`` methods), every
+change of a job's durable state is logged *before* the engine changes its
+memory, so before the caller can answer.  A :class:`~.binlog.BinlogError`
+from the log leaves the job exactly as it was and propagates to the caller
+(put, delete, release, bury), so the command fails and nothing acknowledged
+is lost; kick stops at the first job it cannot log.  reserve-job of a
+buried or delayed job is logged too (so that the job comes back ready) and
+fails the same way.  Changes that no reply acknowledges (a TTR running out,
+a connection closing) are logged on a best-effort basis: a failure only
+loses counters.  Reserve and touch are not logged: a reserved job comes back
+ready after a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from typing import Any, Iterable, Optional, Union
 
 from sortedcontainers import SortedList
 
+from .binlog import BinlogError
 from .job import BURIED, DELAYED, READY, RESERVED, URGENT_THRESHOLD, Job, ready_key
 from .swaplist import SwapList
 from .tube import Tube
@@ -81,6 +95,7 @@ class Engine:
 
     def __init__(self, max_job_size: int = 65535) -> None:
         self.max_job_size = max_job_size
+        self.wal: Any = None  # the write-ahead log, or None (no -b)
         self.jobs: dict[int, Job] = {}
         self.tubes: dict[bytes, Tube] = {}
         self.tube_list: SwapList[Tube] = SwapList()
@@ -127,6 +142,7 @@ class Engine:
         for job in list(client.reserved):
             self._unreserve(client, job)
             self._make_ready(job)
+            self._log_quietly(job)
             touched.append(job.tube)
         for tube in touched:
             self._dispatch(tube, now)
@@ -270,6 +286,7 @@ class Engine:
                 job.timeout_ct += 1
                 self.timeout_ct += 1
                 self._make_ready(job)
+                self._log_quietly(job)
                 if client.waiting:
                     self._schedule_soon(client)
                 self._dispatch(job.tube, now)
@@ -495,6 +512,11 @@ class Engine:
         """Store a job in the client's used tube.  ``delay``/``ttr`` in seconds."""
         tube = client.use
         job = Job(job_id, pri, delay * NS, max(ttr, 1) * NS, body, tube, now)
+        if delay:
+            job.state = DELAYED
+            job.deadline = now + delay * NS
+        if self.wal is not None:
+            self.wal.append_put(job)  # BinlogError: not stored (its id stays used)
         self.jobs[job_id] = job
         tube.total_jobs_ct += 1
         self.total_jobs_ct += 1
@@ -542,6 +564,11 @@ class Engine:
         job = self.jobs.get(job_id)
         if job is None or job.state == RESERVED:
             return None
+        if job.state != READY and self.wal is not None:
+            # Logged so that the job comes back ready, not buried or delayed,
+            # if the server stops while it is reserved.  BinlogError: the job
+            # stays as it was (a reserve of a ready job needs no record).
+            self.wal.append_update(job, RESERVED, bump="reserve")
         if job.state == READY:
             self._remove_ready(job)
         elif job.state == BURIED:
@@ -557,9 +584,11 @@ class Engine:
         if job is None:
             return False
         state = job.state
+        if state == RESERVED and job.reserver is not client:
+            return False
+        if self.wal is not None:
+            self.wal.append_delete(job)  # BinlogError: the job stays, unchanged
         if state == RESERVED:
-            if job.reserver is not client:
-                return False
             self._unreserve(client, job)
         elif state == READY:
             self._remove_ready(job)
@@ -576,10 +605,15 @@ class Engine:
         job = self._own_reserved(client, job_id)
         if job is None:
             return False
+        if self.wal is not None:
+            # Logged even with delay 0, so a new priority survives (#597).
+            self.wal.append_update(
+                job, DELAYED if delay else READY, pri, delay * NS, now + delay * NS, bump="release"
+            )
+        job.release_ct += 1
         self._unreserve(client, job)
         job.pri = pri
         job.delay = delay * NS
-        job.release_ct += 1
         if delay:
             self._make_delayed(job, delay * NS, now)
         else:
@@ -591,9 +625,11 @@ class Engine:
         job = self._own_reserved(client, job_id)
         if job is None:
             return False
+        if self.wal is not None:
+            self.wal.append_update(job, BURIED, pri, bump="bury")
+        job.bury_ct += 1
         self._unreserve(client, job)
         job.pri = pri
-        job.bury_ct += 1
         self._make_buried(job)
         return True
 
@@ -615,15 +651,17 @@ class Engine:
             while kicked < bound and tube.buried:
                 job = tube.first_buried()
                 assert job is not None
+                if not self._log_kick(job):
+                    break
                 self._remove_buried(job)
-                job.kick_ct += 1
                 self._make_ready(job)
                 kicked += 1
         else:
             while kicked < bound and tube.delayed:
                 job = tube.delayed[0]
+                if not self._log_kick(job):
+                    break
                 self._remove_delayed(job)
-                job.kick_ct += 1
                 self._make_ready(job)
                 kicked += 1
         if kicked:
@@ -632,18 +670,72 @@ class Engine:
 
     def kick_job(self, job_id: int, now: int) -> bool:
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is None or job.state not in (BURIED, DELAYED):
             return False
+        if not self._log_kick(job):
+            return False  # as the reference: NOT_FOUND when the log has no room
         if job.state == BURIED:
             self._remove_buried(job)
-        elif job.state == DELAYED:
-            self._remove_delayed(job)
         else:
-            return False
-        job.kick_ct += 1
+            self._remove_delayed(job)
         self._make_ready(job)
         self._dispatch(job.tube, now)
         return True
+
+    def _log_kick(self, job: Job) -> bool:
+        """Log a kick and count it; False (nothing changed) if the log failed."""
+        if self.wal is not None:
+            try:
+                self.wal.append_update(job, READY, bump="kick")
+            except BinlogError:
+                return False
+        job.kick_ct += 1
+        return True
+
+    def _log_quietly(self, job: Job) -> None:
+        """Log a change no reply acknowledges; a failure only loses counters."""
+        if self.wal is not None:
+            try:
+                self.wal.append_update(job)
+            except BinlogError:
+                pass
+
+    # ------------------------------------------------------------------ durability
+
+    def attach_wal(self, wal: Any) -> None:
+        """Log every durable change to ``wal`` from now on (after :meth:`restore`)."""
+        self.wal = wal
+        wal.bind(self.jobs)
+
+    def restore(self, records: Iterable[Any], next_id: int, now: int, wall_now: int) -> None:
+        """Load jobs replayed from the log (:class:`~.binlog.JobRecord`).
+
+        Record times are wall-clock ns; ``wall_now`` is the wall clock at
+        ``now``.  Buried jobs stay buried (their ``buries`` unchanged, unlike
+        beanstalkd 1.12), delayed ones keep their deadline (ready at once if
+        it has passed), everything else is ready.  Records come in the order
+        they were last changed, so buried jobs keep their kick order.  As in
+        the reference, restored jobs do not count in ``total-jobs``.
+        """
+        for rec in records:
+            tube = self._find_or_make(rec.tube)
+            job = Job(rec.id, rec.pri, rec.delay, rec.ttr, rec.body, tube, rec.created_at - wall_now + now)
+            job.reserve_ct = rec.reserve_ct
+            job.timeout_ct = rec.timeout_ct
+            job.release_ct = rec.release_ct
+            job.bury_ct = rec.bury_ct
+            job.kick_ct = rec.kick_ct
+            job.file = rec.file
+            job.wal_stamp = rec.stamp
+            self.jobs[rec.id] = job
+            if rec.state == BURIED:
+                self._make_buried(job)
+            elif rec.state == DELAYED and rec.deadline > wall_now:
+                self._make_delayed(job, rec.deadline - wall_now, now)
+            else:
+                self._make_ready(job)
+        if next_id > self.next_id:
+            self.next_id = next_id
 
     def peek(self, job_id: int) -> Optional[Job]:
         return self.jobs.get(job_id)

@@ -50,8 +50,8 @@ class _Client:
         self.dead = False
 
     def wake(self) -> None:
-        """The engine finished this client's reserve: send the reply now."""
-        self.loop.flush(self)
+        """The engine finished this client's reserve: send the reply soon."""
+        self.loop.mark_dirty(self)
 
 
 class EpollLoop:
@@ -65,6 +65,19 @@ class EpollLoop:
         self.epoll = select.epoll()
         self.clients: dict[int, _Client] = {}
         self._warned_at = -1e9
+        # Connections with replies to send, in the order they got them.
+        self.dirty: dict[_Client, None] = {}
+        self._wait_scope: Optional[trio.CancelScope] = None
+
+    def mark_dirty(self, client: _Client) -> None:
+        self.dirty[client] = None
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()  # woken from another task (the timer)
+
+    def _must_sync(self) -> bool:
+        """Under -f 0 no reply leaves before the records it acknowledges are fsynced."""
+        wal = self.engine.wal
+        return wal is not None and wal.fsync_always and wal.written > wal.durable
 
     async def run(self) -> None:
         epoll = self.epoll
@@ -76,7 +89,7 @@ class EpollLoop:
         try:
             while True:
                 events = epoll.poll(0)
-                if not events:
+                if not events and not self.dirty:
                     # Measured: going back to trio's scheduler to wait costs more
                     # than the request itself when clients answer in tens of us,
                     # so first wait in our own epoll for a short slice (never
@@ -88,10 +101,22 @@ class EpollLoop:
                         slice_ns = max(0, min(slice_ns, wake - now))
                     events = epoll.poll(slice_ns / 1e9) if slice_ns else []
                     if not events:
-                        await trio.lowlevel.wait_readable(epoll.fileno())
+                        with trio.CancelScope() as scope:
+                            self._wait_scope = scope
+                            await trio.lowlevel.wait_readable(epoll.fileno())
+                        self._wait_scope = None
                         last_yield = now_ns()
                         continue
-                self._handle(events)
+                if events:
+                    self._handle(events)
+                if self.dirty:
+                    if self._must_sync():
+                        await trio.to_thread.run_sync(engine.wal.sync)
+                        last_yield = now_ns()
+                    dirty = self.dirty
+                    self.dirty = {}
+                    for client in dirty:
+                        self.flush(client)
                 # Let the timer and signal tasks run at least every millisecond.
                 if now_ns() - last_yield > _YIELD_EVERY_NS:
                     await trio.lowlevel.checkpoint()
@@ -133,11 +158,11 @@ class EpollLoop:
                 else:
                     client.conn.receive_eof(now)
                 touched.append(client)
-        # Deliver reserves finished by this batch (their replies are sent by wake()).
+        # Deliver reserves finished by this batch (wake() marks them dirty too).
         self.server._settle(now)
+        dirty = self.dirty
         for client in touched:
-            if not client.dead:
-                self.flush(client)
+            dirty[client] = None
 
     def flush(self, client: _Client) -> None:
         """Send what the connection has; keep the rest for write readiness."""
@@ -167,6 +192,9 @@ class EpollLoop:
                 now = self.now_ns()
                 conn.process(now)
                 self.server._settle(now)
+                if conn.out and self._must_sync():
+                    self.dirty[client] = None  # sent after the next fsync
+                    break
         if conn.closing and client.pending is None and not conn.out:
             self._close(client, self.now_ns())
             return

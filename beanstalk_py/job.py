@@ -37,6 +37,7 @@ class Job:
         "bury_ct",
         "kick_ct",
         "file",
+        "wal_stamp",
     )
 
     def __init__(
@@ -66,6 +67,7 @@ class Job:
         self.bury_ct = 0
         self.kick_ct = 0
         self.file = 0  # binlog file sequence holding the latest full record
+        self.wal_stamp = 0  # binlog order of the last state change (buried FIFO order)
 
     @property
     def body_size(self) -> int:

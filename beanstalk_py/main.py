@@ -6,10 +6,12 @@ import os
 import pwd
 import signal
 import sys
+import time
 from typing import Optional
 
 import trio
 
+from .binlog import Binlog, BinlogError, BinlogLockError
 from .engine import Engine
 from .listen import ListenError, describe, inherited_socket, make_listener
 from .options import DEFAULT_ADDR, UsageExit, parse_args, warn
@@ -17,6 +19,8 @@ from .server import Server, now_ns
 from .stats import ServerInfo
 
 EXIT_LISTEN = 111
+EXIT_BINLOG_LOCK = 10
+EXIT_BINLOG = 1
 
 
 def drop_privileges(user: str) -> None:
@@ -56,10 +60,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         opts = parse_args(args, inherited_socket=inherited is not None)
     except UsageExit as exc:
         return int(exc.code or 0)
-    if opts.binlog_dir is not None:
-        warn("-b: the binlog is not available in this release; refusing to start "
-             "rather than run without the durability you asked for")
-        return 1
     engine = Engine(max_job_size=opts.max_job_size)
     # Until the server's signal task runs, these plain handlers keep an early
     # SIGUSR1 from killing the process (its default action) and make an early
@@ -83,7 +83,35 @@ def main(argv: Optional[list[str]] = None) -> int:
                  "beanstalkd's 0.0.0.0; use -l 0.0.0.0 to accept remote clients)")
     if opts.user:
         drop_privileges(opts.user)
+    wal: Optional[Binlog] = None
+    if opts.binlog_dir is not None:
+        # As beanstalkd: after binding and dropping privileges, before serving.
+        wal = Binlog(opts.binlog_dir, opts.binlog_size, opts.fsync_ms if opts.fsync else None)
+        try:
+            records, next_id = wal.open()
+        except BinlogLockError as exc:
+            warn(f"failed to lock binlog dir {opts.binlog_dir}: {exc}")
+            return EXIT_BINLOG_LOCK
+        except BinlogError as exc:
+            warn(f"failed to open or replay the binlog in {opts.binlog_dir}: {exc}")
+            return EXIT_BINLOG
+        engine.restore(records, next_id, now_ns(), time.time_ns())
+        engine.attach_wal(wal)
+        if opts.verbose:
+            print(f"binlog {opts.binlog_dir}: {len(records)} jobs restored, next id {engine.next_id}",
+                  flush=True)
     info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
     server = Server(engine, info, [sock], verbose=opts.verbose)
-    trio.run(server.run)
+    try:
+        trio.run(server.run)
+    except BaseExceptionGroup as group:
+        # A SIGTERM/SIGINT that lands after trio.run started but before the
+        # server's signal task took over goes through _exit_now, and trio
+        # wraps its SystemExit in a group: that is still a clean stop.
+        _exits, rest = group.split(SystemExit)
+        if rest is not None:
+            raise
+    finally:
+        if wal is not None:
+            wal.close()
     return 0

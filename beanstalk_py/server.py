@@ -95,6 +95,9 @@ class Server:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 nursery.start_soon(self._timer_loop)
+                wal = self.engine.wal
+                if wal is not None and wal.fsync and not wal.fsync_always:
+                    nursery.start_soon(self._sync_loop, wal)
                 for sock in self.listeners:
                     if self.verbose:
                         print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
@@ -148,6 +151,23 @@ class Server:
             now = now_ns()
             self.engine.tick(now)
             self._settle(now)
+
+    async def _sync_loop(self, wal) -> None:
+        """-f N: fsync at most every N ms, in a worker thread, off the reply path.
+
+        Unlike beanstalkd, which only fsyncs when a later command writes, the
+        tail of a burst is synced too once its interval has passed.
+        """
+        while True:
+            deadline = wal.sync_deadline()
+            if deadline is None:
+                await trio.sleep(wal.fsync_ns / 1e9)
+                continue
+            delay = (deadline - now_ns()) / 1e9
+            if delay > 0:
+                await trio.sleep(delay)
+            if wal.sync_due(now_ns()) and not wal.syncing:
+                await trio.to_thread.run_sync(wal.sync)
 
     def _settle(self, now: int) -> None:
         """Deliver finished reserves to their connections and wake their tasks."""
@@ -213,6 +233,10 @@ class Server:
         try:
             while True:
                 if conn.out:
+                    wal = engine.wal
+                    if wal is not None and wal.fsync_always and wal.written > wal.durable:
+                        # -f 0: acknowledge only what is on disk.
+                        await trio.to_thread.run_sync(wal.sync)
                     data = conn.take_output()
                     view = memoryview(data)
                     while view:

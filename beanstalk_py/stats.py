@@ -51,6 +51,13 @@ def format_stats(engine: Engine, info: ServerInfo, now: int) -> bytes:
     utime_s, utime_us = int(usage.ru_utime), int(round((usage.ru_utime % 1) * 1e6)) % 1000000
     stime_s, stime_us = int(usage.ru_stime), int(round((usage.ru_stime % 1) * 1e6)) % 1000000
     c = engine.cmd_counts.get
+    wal = engine.wal
+    if wal is not None:  # live figures of the binlog (-b)
+        binlog = (wal.oldest_index, wal.current_index, wal.records_migrated,
+                  wal.records_written, wal.max_size)
+    else:
+        binlog = (info.binlog_oldest_index, info.binlog_current_index,
+                  info.binlog_records_migrated, info.binlog_records_written, info.binlog_max_size)
     lines = [
         "---",
         f"current-jobs-urgent: {engine.urgent_ct}",
@@ -94,11 +101,11 @@ def format_stats(engine: Engine, info: ServerInfo, now: int) -> bytes:
         f"rusage-utime: {utime_s}.{utime_us:06d}",
         f"rusage-stime: {stime_s}.{stime_us:06d}",
         f"uptime: {(now - info.started_at) // NS}",
-        f"binlog-oldest-index: {info.binlog_oldest_index}",
-        f"binlog-current-index: {info.binlog_current_index}",
-        f"binlog-records-migrated: {info.binlog_records_migrated}",
-        f"binlog-records-written: {info.binlog_records_written}",
-        f"binlog-max-size: {info.binlog_max_size}",
+        f"binlog-oldest-index: {binlog[0]}",
+        f"binlog-current-index: {binlog[1]}",
+        f"binlog-records-migrated: {binlog[2]}",
+        f"binlog-records-written: {binlog[3]}",
+        f"binlog-max-size: {binlog[4]}",
         f"draining: {'true' if engine.draining else 'false'}",
         f"id: {info.instance_id}",
         f"hostname: {_quote(info.hostname)}",

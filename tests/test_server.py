@@ -92,9 +92,10 @@ def test_usage_errors_and_version() -> None:
     assert result.returncode == 0 and "-z BYTES" in result.stderr
 
 
-def test_binlog_is_refused_not_ignored(tmp_path) -> None:
-    result = run_cli("-b", str(tmp_path), "-p", str(free_port()))
-    assert result.returncode == 1 and "binlog" in result.stderr
+def test_binlog_dir_missing_exits_10(tmp_path) -> None:
+    """As beanstalkd: -b needs an existing directory (it cannot lock DIR/lock otherwise)."""
+    result = run_cli("-b", str(tmp_path / "missing"), "-l", "127.0.0.1", "-p", str(free_port()))
+    assert result.returncode == 10 and "lock" in result.stderr
 
 
 def test_cannot_listen_exits_111() -> None:
