@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import trio
 
 from .conn import Connection
-from .options import warn
+from .options import report_internal_error, warn
 
 if TYPE_CHECKING:
     from .server import Server
@@ -153,10 +153,15 @@ class EpollLoop:
                 except OSError:
                     self._close(client, now)
                     continue
-                if data:
-                    client.conn.receive_data(data, now)
-                else:
-                    client.conn.receive_eof(now)
+                try:
+                    if data:
+                        client.conn.receive_data(data, now)
+                    else:
+                        client.conn.receive_eof(now)
+                except Exception:  # a bug must cost one connection, not the server
+                    report_internal_error(client.fd)
+                    self._close(client, now)
+                    continue
                 touched.append(client)
         # Deliver reserves finished by this batch (wake() marks them dirty too).
         self.server._settle(now)
@@ -190,7 +195,12 @@ class EpollLoop:
             if not conn.out and not conn.blocked and not conn.closing:
                 # Output drained: run commands held back by the high-water mark.
                 now = self.now_ns()
-                conn.process(now)
+                try:
+                    conn.process(now)
+                except Exception:
+                    report_internal_error(client.fd)
+                    self._close(client, now)
+                    return
                 self.server._settle(now)
                 if conn.out and self._must_sync():
                     self.dirty[client] = None  # sent after the next fsync

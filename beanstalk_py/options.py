@@ -69,6 +69,13 @@ def warn(message: str, stream: Optional[TextIO] = None) -> None:
     print(f"{PROG}: {message}", file=stream or sys.stderr, flush=True)
 
 
+def report_internal_error(fd: int) -> None:
+    """Log an unexpected exception while serving one connection (which is then closed)."""
+    import traceback
+
+    warn(f"internal error on connection {fd}; closing it:\n{traceback.format_exc()}")
+
+
 def _usage(code: int) -> NoReturn:
     sys.stderr.write(USAGE)
     sys.stderr.flush()

@@ -30,7 +30,7 @@ from .conn import Connection
 from .engine import Engine
 from .epoll_loop import EpollLoop
 from .listen import describe
-from .options import warn
+from .options import report_internal_error, warn
 from .stats import ServerInfo
 
 RECV_SIZE = 65536
@@ -271,6 +271,8 @@ class Server:
                 self._settle(now)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception:  # a bug must cost one connection, not the server
+            report_internal_error(fd)
         finally:
             io.scope = None
             now = now_ns()

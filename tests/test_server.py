@@ -355,3 +355,34 @@ def test_both_io_paths_serve_blocking_reserves(io_mode: str) -> None:
             assert read_until(worker, expected) == expected
     finally:
         assert daemon.stop() == 0
+
+
+def test_internal_error_costs_one_connection_not_the_server(monkeypatch) -> None:
+    """An unexpected exception while serving a client closes that client only."""
+    port = free_port()
+    # Make `stats-job 999` raise inside the daemon via a sitecustomize-free hook:
+    # start the daemon in a wrapper that patches Connection._on_stats_job.
+    code = (
+        "import sys; from beanstalk_py import conn; "
+        "orig = conn.Connection._on_stats_job\n"
+        "def boom(self, request, now):\n"
+        "    if request[1] == 999: raise RuntimeError('injected')\n"
+        "    return orig(self, request, now)\n"
+        "conn.Connection._on_stats_job = boom\n"
+        "from beanstalk_py.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    for io_mode in ("epoll", "tasks"):
+        daemon = Daemon(
+            [sys.executable, "-c", code, "-l", "127.0.0.1", "-p", str(port)],
+            port=port,
+            env={"BEANSTALK_PY_IO": io_mode},
+        ).start()
+        try:
+            with daemon.connect() as good, daemon.connect() as bad:
+                assert ask(good, b"put 0 0 10 1\r\nx\r\n") == b"INSERTED 1\r\n"
+                assert ask(bad, b"stats-job 999\r\n") == b""  # closed
+                assert ask(good, b"peek 1\r\n", until=b"x\r\n") == b"FOUND 1 1\r\nx\r\n"
+        finally:
+            assert daemon.stop() == 0
+        assert b"internal error on connection" in daemon.proc.stderr.read()
+        port = free_port()
