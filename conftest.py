@@ -49,10 +49,15 @@ class Daemon:
                 out, err = self.proc.communicate()
                 raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {err!r}")
             try:
-                self.connect().close()
-                return self
+                # Wait for an answer, not just a connection: the socket is
+                # bound (and accepts into its backlog) before the server runs.
+                with self.connect() as probe:
+                    probe.sendall(b"\r\n")  # UNKNOWN_COMMAND: moves no counter
+                    if probe.recv(64) == b"UNKNOWN_COMMAND\r\n":
+                        return self
             except OSError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"{self.argv} did not start listening")
 

@@ -80,9 +80,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if opts.addr is None:
             warn(f"listening on {describe(sock)} (the default is {DEFAULT_ADDR}, not "
                  "beanstalkd's 0.0.0.0; use -l 0.0.0.0 to accept remote clients)")
-    if opts.user:
-        drop_privileges(opts.user)
 
+    # Imported after binding (see above) but before dropping privileges: the
+    # new user may not be able to read the Python installation.
     import trio
 
     from .binlog import Binlog, BinlogError, BinlogLockError
@@ -90,6 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .server import Server, now_ns
     from .stats import ServerInfo
 
+    if opts.user:
+        drop_privileges(opts.user)
     engine = Engine(max_job_size=opts.max_job_size)
     signal.signal(signal.SIGUSR1, lambda _sig, _frame: setattr(engine, "draining", True))
     if early_drain:
