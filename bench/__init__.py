@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of beanstalk-py against the real beanstalkd (see bench/README.md)."""
