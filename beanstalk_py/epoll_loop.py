@@ -192,7 +192,7 @@ class EpollLoop:
                 client.pending = data[sent:]
                 break
             client.pending = None
-            if not conn.out and not conn.blocked and not conn.closing:
+            if conn.held_back and not conn.out and not conn.blocked and not conn.closing:
                 # Output drained: run commands held back by the high-water mark.
                 now = self.now_ns()
                 try:

@@ -246,7 +246,7 @@ class Server:
                     while view:
                         sent = await sock.send(view)
                         view = view[sent:]
-                    if not conn.out and not conn.blocked and not conn.closing:
+                    if conn.held_back and not conn.out and not conn.blocked and not conn.closing:
                         # Resume commands held back by the output high-water mark.
                         now = now_ns()
                         conn.process(now)
