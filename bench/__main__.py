@@ -1,4 +1,11 @@
-"""python -m bench: run workloads against one server, or beanstalk-py and beanstalkd side by side."""
+"""python -m bench: benchmark one running server, or beanstalk-py against beanstalkd side by side.
+
+  python -m bench --target 127.0.0.1:11300 [--workload NAME ...]
+  python -m bench --compare [--rounds 3] [--workload NAME ...] [--duration 3]
+  python -m bench --aa                      # beanstalkd against itself: the noise
+
+See bench/README.md for what each workload measures and how to read the results.
+"""
 
 from __future__ import annotations
 
@@ -6,129 +13,254 @@ import argparse
 import datetime
 import json
 import os
-import statistics
+import platform
+import shlex
 import sys
+import time
 from typing import Optional
 
-from . import servers
-from .workloads import BINLOG_WORKLOADS, WORKLOADS
+from . import loadgen, report, servers
+from .workloads import WORKLOADS, Ctx, Unavailable
 
-ALL = list(WORKLOADS) + list(BINLOG_WORKLOADS)
-
-
-def run_one(server: servers.Server, workload: str, duration: float) -> dict:
-    """One fresh server, one workload; adds the server's CPU use beside the load's."""
-    server.start()
-    try:
-        cpu0 = server.cpu_seconds()
-        metrics = WORKLOADS[BINLOG_WORKLOADS.get(workload, workload)](server.port, duration)
-        metrics["server_cpu_s"] = server.cpu_seconds() - cpu0
-    finally:
-        server.stop()
-    load_capacity = duration * len(servers.load_cpus())
-    metrics["load_saturated"] = metrics["load_cpu_s"] > 0.9 * load_capacity
-    return metrics
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def compare(workloads: list[str], rounds: int, duration: float, aa: bool) -> dict:
-    """A B A B with fresh servers; medians per server and the median of per-round ratios."""
-    results: dict = {}
-    for workload in workloads:
-        binlog = workload in BINLOG_WORKLOADS
-        make_a = servers.beanstalkd if aa else servers.beanstalk_py
-        runs: dict[str, list[dict]] = {"a": [], "b": []}
-        for _ in range(rounds):
-            runs["a"].append(run_one(make_a(binlog), workload, duration))
-            runs["b"].append(run_one(servers.beanstalkd(binlog), workload, duration))
-        entry: dict = {"rounds": runs}
-        for metric in ("ops_per_s", "p50_us", "p99_us", "p999_us"):
-            a = [r[metric] for r in runs["a"]]
-            b = [r[metric] for r in runs["b"]]
-            ratios = [x / y for x, y in zip(a, b) if y]
-            entry[metric] = {
-                "a_median": statistics.median(a),
-                "b_median": statistics.median(b),
-                "ratio_median": statistics.median(ratios) if ratios else None,
-            }
-        entry["load_saturated"] = any(r["load_saturated"] for r in runs["a"] + runs["b"])
-        results[workload] = entry
-        _print_row(workload, entry)
-    return results
-
-
-def _print_row(workload: str, entry: dict) -> None:
-    ops = entry["ops_per_s"]
-    p50 = entry["p50_us"]
-    warn = "  (load side saturated: treat as a lower bound)" if entry["load_saturated"] else ""
-    print(
-        f"{workload:18} {ops['a_median']:>11.0f} {ops['b_median']:>11.0f} {ops['ratio_median'] or 0:>6.2f}x"
-        f" {p50['a_median']:>9.0f} {p50['b_median']:>9.0f} {p50['ratio_median'] or 0:>6.2f}x{warn}",
-        flush=True,
-    )
-
-
-def chart(results: dict, path: str, labels: tuple[str, str]) -> Optional[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install '.[bench]'): no chart"
-    names = list(results)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    xs = range(len(names))
-    for offset, key, label in ((-0.2, "a_median", labels[0]), (0.2, "b_median", labels[1])):
-        left.bar([x + offset for x in xs], [results[n]["ops_per_s"][key] for n in names], 0.4, label=label)
-        right.bar([x + offset for x in xs], [results[n]["p50_us"][key] for n in names], 0.4, label=label)
-    for axis, title in ((left, "throughput (ops/s, higher is better)"), (right, "p50 latency (us, lower is better)")):
-        axis.set_xticks(list(xs), names, rotation=30, ha="right")
-        axis.set_title(title)
-        axis.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    return None
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--target", help="HOST:PORT of a running server (loopback only)")
-    parser.add_argument("--compare", action="store_true", help="beanstalk-py vs beanstalkd, A B A B")
-    parser.add_argument("--aa", action="store_true", help="beanstalkd against itself (noise)")
-    parser.add_argument("--workload", action="append", choices=ALL, help="repeatable; default all")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")
-    parser.add_argument("--out", default="bench/results", help="directory for JSON and PNG")
-    args = parser.parse_args(argv)
-    workloads = args.workload or ALL
-    os.makedirs(args.out, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--target", metavar="HOST:PORT", help="a running server on a loopback address")
+    mode.add_argument("--compare", action="store_true", help="beanstalk-py against beanstalkd, A B A B")
+    mode.add_argument("--aa", action="store_true", help="beanstalkd against beanstalkd (shows the noise)")
+    mode.add_argument("--report", metavar="JSON", help="print the table and redraw the chart of a saved run")
+    p.add_argument("--workload", action="append", choices=list(WORKLOADS), metavar="NAME",
+                   help=f"repeatable; default: all. One of: {', '.join(WORKLOADS)}")
+    p.add_argument("--rounds", type=int, default=3, help="A B rounds per workload (default 3)")
+    p.add_argument("--duration", type=float, default=3.0, help="counted seconds per phase (default 3)")
+    p.add_argument("--warmup", type=float, default=0.5, help="uncounted seconds before each phase (0.5)")
+    p.add_argument("--jobs", type=int, default=1_000_000, help="jobs for the memory workload (1,000,000)")
+    p.add_argument("--limit", type=float, default=60.0,
+                   help="bound in seconds on untimed phases: tube creation, set-up, memory fill (60)")
+    p.add_argument("--loadgen", choices=["auto", "c", "python"], default="auto",
+                   help="load generator: C (compiled on demand with gcc) or pure Python; auto = C if possible")
+    p.add_argument("--load-procs", type=int, default=0,
+                   help="most load processes per workload (default: one per load CPU)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to CPUs")
+    p.add_argument("--pid", type=int, help="--target: the server's PID (default: looked up from the port)")
+    p.add_argument("--beanstalkd", help="path of the reference beanstalkd (default: from PATH)")
+    p.add_argument("--candidate", metavar="CMD",
+                   help="command line of the server to compare instead of beanstalk-py, with {port} "
+                        "where the port goes (e.g. 'beanstalkd -l 127.0.0.1 -p {port} -z 100000')")
+    p.add_argument("--binlog-base", help="where the binlog workloads make their temp dirs (default: $TMPDIR)")
+    p.add_argument("--out", default=os.path.join(HERE, "results"), help="directory for JSON and PNG")
+    p.add_argument("--chart", help="path of the PNG chart (default: next to the JSON)")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.duration <= 0 or args.warmup < 0 or args.jobs < 1 or args.limit <= 0:
+        p.error("--rounds, --duration, --jobs and --limit must be positive")
+    if args.candidate and "{port}" not in args.candidate:
+        p.error("--candidate needs {port} in its command line")
     if args.target:
         host, _, port = args.target.rpartition(":")
         if host not in ("127.0.0.1", "localhost"):
-            parser.error("--target must be a loopback address")
-        out = {}
-        for workload in workloads:
-            if workload in BINLOG_WORKLOADS:
-                continue
-            out[workload] = WORKLOADS[workload](int(port), args.duration)
-            print(f"{workload:18} {out[workload]['ops_per_s']:>11.0f} ops/s  p50 {out[workload]['p50_us']:.0f} us", flush=True)
-        path = os.path.join(args.out, f"target-{stamp}.json")
-    elif args.compare or args.aa:
-        labels = ("beanstalkd", "beanstalkd") if args.aa else ("beanstalk-py", "beanstalkd")
-        print(f"{'workload':18} {labels[0]+' ops/s':>11} {labels[1]+' ops/s':>11} {'ratio':>7}"
-              f" {'p50 us':>9} {'p50 us':>9} {'ratio':>7}")
-        out = compare(workloads, args.rounds, args.duration, args.aa)
-        path = os.path.join(args.out, f"{'aa' if args.aa else 'compare'}-{stamp}.json")
-        note = chart(out, path.replace(".json", ".png"), labels)
-        if note:
-            print(note)
-    else:
-        parser.error("give --target HOST:PORT, --compare or --aa")
-    with open(path, "w") as handle:
-        json.dump({"date": stamp, "results": out}, handle, indent=1, default=str)
-    print(f"wrote {path}")
+            p.error("--target must be 127.0.0.1:PORT (the load generators connect to loopback only)")
+        if not port.isdigit():
+            p.error("--target needs HOST:PORT")
+        args.port = int(port)
+    return args
+
+
+def host_info(gen: loadgen.Generator, server_cpus, load_cpus) -> dict:
+    return {
+        "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+        "loadgen": gen.kind, "server_cpus": sorted(server_cpus or []), "load_cpus": sorted(load_cpus or []),
+    }
+
+
+def run_workload(name: str, ctx: Ctx, load_cpu_count: int) -> dict:
+    """One workload against one server; metrics plus the phases where the load saturated."""
+    metrics = WORKLOADS[name].run(ctx)
+    return {"metrics": metrics, "saturated": report.saturated_phases(metrics, load_cpu_count)}
+
+
+def headline(name: str, metrics: dict) -> str:
+    key = (WORKLOADS[name].throughput or WORKLOADS[name].latency)[0]
+    lat = WORKLOADS[name].latency[0] if WORKLOADS[name].latency else None
+    text = f"{key}={report.fmt(metrics.get(key))}"
+    if lat and lat != key:
+        text += f" {lat}={report.fmt(metrics.get(lat))}"
+    return text + (f" server={report.fmt(metrics.get('server_cpu_pct'))}%"
+                   f" load={report.fmt(metrics.get('load_cpu_pct'))}%")
+
+
+def candidate(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """(label, argv) of the server measured against beanstalkd."""
+    if args.candidate:
+        return "candidate", shlex.split(args.candidate)
+    return "beanstalk-py", servers.beanstalk_py_argv()
+
+
+def replay(args: argparse.Namespace) -> int:
+    """--report: the table (and A/A noise) of a saved comparison, and its chart again."""
+    with open(args.report) as handle:
+        doc = json.load(handle)
+    if doc.get("mode") not in ("compare", "aa"):
+        print(json.dumps(doc.get("results", {}), indent=1))
+        return 0
+    labels = tuple(doc["labels"])
+    print(f"# {doc['mode']} of {doc['date']} ({doc.get('elapsed_s', '?')} s), "
+          f"load generator: {doc['host']['loadgen']}, versions: {doc.get('versions')}")
+    print(report.table(doc["results"], labels))
+    if doc["mode"] == "aa":
+        print(report.noise_text(report.noise(doc["results"])))
+    png = args.chart or args.report[:-5] + ".png"
+    rounds = doc["settings"]["rounds"]
+    title = (f"{labels[0]} vs {labels[1]}: medians of {rounds} rounds, bars = min-max "
+             f"({doc['date'][:10]}, {doc['host']['loadgen']} load generator)")
+    note = report.chart(doc["results"], png, labels, title)
+    print(note if note else f"wrote {png}")
     return 0
+
+
+def compare(args: argparse.Namespace, gen: loadgen.Generator, workloads: list[str]) -> tuple[dict, tuple]:
+    server_cpus, load_cpus = servers.cpu_split(not args.no_pin)
+    if load_cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, load_cpus)  # keep the harness itself off the server's CPU
+    ref = servers.beanstalkd_argv(args.beanstalkd)
+    sides = {"a": ("beanstalkd", ref) if args.aa else candidate(args), "b": ("beanstalkd", ref)}
+    labels = ("beanstalkd-A", "beanstalkd-B") if args.aa else (sides["a"][0], "beanstalkd")
+    procs = args.load_procs or max(1, len(load_cpus or os.sched_getaffinity(0)))
+    results: dict = {}
+    for name in workloads:
+        workload = WORKLOADS[name]
+        entry = {"workload": name, "summary_text": workload.summary, "binlog": workload.binlog,
+                 "runs": {"a": [], "b": []}, "unsupported": {"a": None, "b": None}}
+        for rnd in range(1, args.rounds + 1):
+            for side in ("a", "b"):
+                label = labels[0 if side == "a" else 1]
+                if entry["unsupported"][side]:
+                    continue
+                server = servers.Server(sides[side][0], sides[side][1], binlog=workload.binlog,
+                                        binlog_base=args.binlog_base, cpus=server_cpus)
+                t0 = time.monotonic()
+                try:
+                    server.start()
+                except servers.Unsupported as exc:
+                    entry["unsupported"][side] = str(exc)
+                    print(f"  {name} round {rnd} {label}: unsupported ({exc})", flush=True)
+                    continue
+                except Exception as exc:
+                    server.stop()
+                    entry["runs"][side].append({"round": rnd, "error": f"start: {exc}"})
+                    print(f"  {name} round {rnd} {label}: FAILED to start: {exc}", flush=True)
+                    continue
+                try:
+                    ctx = Ctx(port=server.port, pid=server.pid, gen=gen, duration=args.duration,
+                              warmup=args.warmup, load_cpus=load_cpus, procs=procs, jobs=args.jobs,
+                              limit=args.limit)
+                    run = {"round": rnd, **run_workload(name, ctx, len(load_cpus or [0]))}
+                    if not server.alive():
+                        raise RuntimeError(f"the server exited during the run: {server.log_tail()}")
+                    if run["metrics"].get("errors"):
+                        run["warning"] = f"{run['metrics']['errors']} errors (see load/server logs)"
+                    entry["runs"][side].append(run)
+                    print(f"  {name} round {rnd} {label}: {headline(name, run['metrics'])}"
+                          f"{' [load saturated: ' + ','.join(run['saturated']) + ']' if run['saturated'] else ''}"
+                          f"{' [' + run['warning'] + ']' if 'warning' in run else ''}"
+                          f" ({time.monotonic() - t0:.1f} s)", flush=True)
+                except Exception as exc:  # one failed run is reported, not fatal
+                    entry["runs"][side].append({"round": rnd, "error": str(exc)})
+                    print(f"  {name} round {rnd} {label}: FAILED: {exc}", flush=True)
+                finally:
+                    server.stop()
+        report.summarize(entry)
+        results[name] = entry
+    return results, labels
+
+
+def target(args: argparse.Namespace, gen: loadgen.Generator, workloads: list[str]) -> tuple[dict, Optional[int]]:
+    pid = args.pid or servers.find_listener_pid(args.port)
+    print(f"# target 127.0.0.1:{args.port}, server PID {pid or 'unknown (no server CPU or memory figures)'}, "
+          f"load generator: {gen.kind}", flush=True)
+    results: dict = {}
+    procs = args.load_procs or 1
+    for name in workloads:
+        workload = WORKLOADS[name]
+        if workload.binlog:
+            results[name] = {"skipped": "needs a server started with -b: use --compare"}
+            print(f"{name:17} skipped: {results[name]['skipped']}", flush=True)
+            continue
+        ctx = Ctx(port=args.port, pid=pid, gen=gen, duration=args.duration, warmup=args.warmup,
+                  procs=procs, jobs=args.jobs, limit=args.limit)
+        try:
+            run = run_workload(name, ctx, len(os.sched_getaffinity(0)))
+            results[name] = run["metrics"]
+            results[name]["saturated"] = run["saturated"]
+            print(f"{name:17} {headline(name, run['metrics'])}"
+                  f"{' [load saturated: ' + ','.join(run['saturated']) + ']' if run['saturated'] else ''}",
+                  flush=True)
+        except Unavailable as exc:
+            results[name] = {"skipped": str(exc)}
+            print(f"{name:17} skipped: {exc}", flush=True)
+        except Exception as exc:
+            results[name] = {"error": str(exc)}
+            print(f"{name:17} FAILED: {exc}", flush=True)
+    return results, pid
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.report:
+        return replay(args)
+    started = time.monotonic()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    gen = loadgen.choose(args.loadgen)
+    if gen.note:
+        print(f"note: {gen.note}", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    doc: dict = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                 "settings": {k: v for k, v in vars(args).items() if k not in ("out", "chart")}}
+    if args.target:
+        workloads = args.workload or [n for n, w in WORKLOADS.items() if w.on_target]
+        doc["mode"] = "target"
+        doc["host"] = host_info(gen, None, None)
+        doc["results"], doc["server_pid"] = target(args, gen, workloads)
+        path = os.path.join(args.out, f"target-{stamp}.json")
+        failed = any("error" in r for r in doc["results"].values())
+    else:
+        workloads = args.workload or list(WORKLOADS)
+        server_cpus, load_cpus = servers.cpu_split(not args.no_pin)
+        doc["mode"] = "aa" if args.aa else "compare"
+        doc["host"] = host_info(gen, server_cpus, load_cpus)
+        ref = servers.beanstalkd_argv(args.beanstalkd)
+        doc["versions"] = {"beanstalkd": servers.version(ref)}
+        if not args.aa:
+            label, argv_a = candidate(args)
+            doc["versions"][label] = servers.version(argv_a) if not args.candidate else args.candidate
+        print(f"# {doc['mode']}: {len(workloads)} workload(s) x {args.rounds} round(s), "
+              f"{args.duration:g} s + {args.warmup:g} s warm-up per phase, load generator: {gen.kind}, "
+              f"server CPUs {sorted(server_cpus or []) or 'any'}, load CPUs {sorted(load_cpus or []) or 'any'}",
+              flush=True)
+        results, labels = compare(args, gen, workloads)
+        doc["labels"] = labels
+        doc["results"] = results
+        print()
+        print(report.table(results, labels))
+        if args.aa:
+            doc["noise"] = report.noise(results)
+            print(report.noise_text(doc["noise"]))
+        print("ratio = median over rounds of (" + labels[0] + " / " + labels[1] +
+              ") in the same round; per-round = the smallest and largest of those ratios")
+        path = os.path.join(args.out, f"{doc['mode']}-{stamp}.json")
+        png = args.chart or path[:-5] + ".png"
+        title = (f"{labels[0]} vs {labels[1]}: medians of {args.rounds} rounds, bars = min-max "
+                 f"({doc['date'][:10]}, {gen.kind} load generator)")
+        note = report.chart(results, png, labels, title)
+        print(note if note else f"wrote {png}")
+        failed = False
+    doc["elapsed_s"] = round(time.monotonic() - started, 1)
+    report.write_json(path, doc)
+    print(f"wrote {path} ({doc['elapsed_s']:.0f} s)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

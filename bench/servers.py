@@ -1,23 +1,30 @@
-"""Start and stop the servers under test: beanstalk-py and the real beanstalkd.
+"""The servers under test: beanstalk-py and the real beanstalkd, one fresh process per run.
 
-Each run gets a fresh server on a free loopback port, pinned to CPU 0 when the
-machine has more than one core (the load runs on the others), and is stopped
-by its PID when the run ends.
+Each server gets a free loopback port and, when the machine has more than one
+CPU, is pinned to the first CPU this process may use while the load runs on
+the others.  It is stopped by its PID (SIGTERM, then SIGKILL) when the run
+ends, and its temporary binlog directory is removed.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
-SERVER_CPU = 0
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Unsupported(RuntimeError):
+    """The server refused the command line (for instance a flag it does not implement)."""
 
 
 def free_port() -> int:
@@ -26,96 +33,169 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _pin_server() -> None:
-    if (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {SERVER_CPU})
+def cpu_split(pin: bool = True) -> tuple[Optional[set[int]], Optional[set[int]]]:
+    """(server CPUs, load CPUs): the first usable CPU for the server, the rest for the load."""
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
 
 
-def load_cpus() -> set[int]:
-    """CPUs for the load generator: every CPU but the server's, when there are several."""
-    cpus = set(range(os.cpu_count() or 1))
-    if len(cpus) > 1:
-        cpus.discard(SERVER_CPU)
-    return cpus
+def _child_setup(cpus: Optional[set[int]]):
+    def setup() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:  # room for 2,000+ connections
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return setup
 
 
-@dataclass
-class Server:
-    """One server process started for one run."""
-
-    name: str
-    argv: list[str]
-    port: int
-    proc: Optional[subprocess.Popen] = None
-    tmpdir: Optional[str] = None
-    extra: list[str] = field(default_factory=list)
-
-    def start(self, timeout: float = 10.0) -> "Server":
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_pin_server
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {err.strip()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
-                    probe.sendall(b"\r\n")
-                    if probe.recv(64) == b"UNKNOWN_COMMAND\r\n":
-                        return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not answer within {timeout} s")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server has used so far."""
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
+def proc_cpu_s(pid: int) -> Optional[float]:
+    """utime + stime of a process, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def rss_bytes(self) -> int:
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status") as status:
+
+def rss_bytes(pid: int) -> Optional[int]:
+    """VmRSS of a process, from /proc/PID/status."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
-        return 0
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
+    except OSError:
+        return None
+    return None
 
 
-def beanstalk_py(binlog: bool = False) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "beanstalk_py", "-l", "127.0.0.1", "-p", str(port)]
-    server = Server("beanstalk-py", argv, port)
-    if binlog:
-        server.tmpdir = tempfile.mkdtemp(prefix="bench-bspy-")
-        argv += ["-b", server.tmpdir]
-    return server
+def ping(port: int, timeout: float = 1.0) -> bool:
+    """True when a server on ``port`` answers (an empty line gets UNKNOWN_COMMAND)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as probe:
+            probe.sendall(b"\r\n")
+            return probe.recv(64).startswith(b"UNKNOWN_COMMAND")
+    except OSError:
+        return False
 
 
-def beanstalkd(binlog: bool = False) -> Server:
-    binary = shutil.which("beanstalkd")
+class Server:
+    """One server process started for one run."""
+
+    def __init__(self, name: str, argv: list[str], binlog: bool = False,
+                 binlog_base: Optional[str] = None, cpus: Optional[set[int]] = None) -> None:
+        self.name = name
+        self.port = free_port()
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.cpus = cpus
+        self.binlog_dir: Optional[str] = None
+        if binlog:
+            self.binlog_dir = tempfile.mkdtemp(prefix=f"bench-{name}-binlog-", dir=binlog_base)
+            self.argv += ["-b", self.binlog_dir]
+        self.proc: Optional[subprocess.Popen] = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 15.0) -> "Server":
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            preexec_fn=_child_setup(self.cpus), cwd=REPO,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                log = self.log_tail()
+                self.stop()
+                raise Unsupported(f"{self.name} exited {code} at start: {log or '(no output)'}")
+            if ping(self.port):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout:.0f} s")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_s(self) -> Optional[float]:
+        return proc_cpu_s(self.proc.pid) if self.alive() else None
+
+    def rss(self) -> Optional[int]:
+        return rss_bytes(self.proc.pid) if self.alive() else None
+
+    def log_tail(self, limit: int = 300) -> str:
+        self._log.seek(0)
+        text = self._log.read().decode(errors="replace").strip()
+        return " | ".join(text.splitlines()[-3:])[-limit:]
+
+    def stop(self) -> Optional[int]:
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            code = self.proc.returncode
+        if self.binlog_dir is not None:
+            shutil.rmtree(self.binlog_dir, ignore_errors=True)
+            self.binlog_dir = None
+        self._log.close()
+        return code
+
+
+def beanstalk_py_argv() -> list[str]:
+    return [sys.executable, "-m", "beanstalk_py", "-l", "127.0.0.1", "-p", "{port}"]
+
+
+def beanstalkd_argv(binary: Optional[str] = None) -> list[str]:
+    binary = binary or shutil.which("beanstalkd")
     if binary is None:
         raise RuntimeError("beanstalkd is not installed (apt-get install -y beanstalkd)")
-    port = free_port()
-    argv = [binary, "-l", "127.0.0.1", "-p", str(port)]
-    server = Server("beanstalkd", argv, port)
-    if binlog:
-        server.tmpdir = tempfile.mkdtemp(prefix="bench-bsd-")
-        argv += ["-b", server.tmpdir]
-    return server
+    return [binary, "-l", "127.0.0.1", "-p", "{port}"]
+
+
+def version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv[:1] + (argv[1:3] if argv[1:2] == ["-m"] else []) + ["-v"],
+                              capture_output=True, text=True, timeout=20, cwd=REPO)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "?"
+
+
+def find_listener_pid(port: int) -> Optional[int]:
+    """Best effort: the PID of the process listening on 127.0.0.1:port (via /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                next(handle)
+                for line in handle:
+                    parts = line.split()
+                    local, state, inode = parts[1], parts[3], parts[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{inode}]")
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    if not inodes:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return int(pid)
+        except OSError:
+            continue
+    return None

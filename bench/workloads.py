@@ -1,222 +1,251 @@
-"""Load generators: raw non-blocking sockets in worker processes, no client library.
+"""The workloads: what each one sends, and which figures it reports.
 
-Each workload runs its connections in ``procs`` processes (pinned to the load
-CPUs), every process drives its share with one selectors loop for
-``duration`` seconds and reports counts, latencies and its own CPU time.
+Every workload turns the phases reported by the load processes
+(bench/loadgen.py) into a flat dict of metrics.  ``METRICS`` says, per
+workload, which of them the table and the chart show, which way is better and
+from which phase each comes (so that a saturated load side can be flagged on
+exactly the figures it may have capped).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import resource
-import selectors
-import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
-from .servers import load_cpus
+from . import loadgen
+from .loadgen import Phase
 
-BODY = b"x" * 100
-PUT = b"put 0 0 120 %d\r\n%s\r\n" % (len(BODY), BODY)
+BODY_SIZE = 100
+PIPELINE_DEPTH = 100    # puts in flight per connection in the pipelined workloads
+PRD_BACKLOG = 1000      # producers pause while this many jobs wait to be reserved
+IDLE_CONNS = 2000
+IDLE_TUBES = 10
+TUBES = 10000
+FILL_DEPTH = 1000       # puts in flight while filling the memory workload
 
 
 @dataclass
-class Share:
+class Ctx:
+    """What a workload needs to know about one run."""
+
     port: int
-    conns: int
-    duration: float
-    depth: int = 100
-    producers: int = 0
+    pid: Optional[int]             # the server's PID, for its CPU time and RSS (None: unknown)
+    gen: loadgen.Generator
+    duration: float = 3.0
+    warmup: float = 0.5
+    load_cpus: Optional[set[int]] = None
+    procs: int = 1                 # most load processes to use
+    jobs: int = 1_000_000          # memory workload
+    limit: float = 60.0            # bound on untimed phases (create, watch, set-up, fill)
+
+    def flags(self) -> list[str]:
+        return ["-s", str(BODY_SIZE), "-w", str(self.warmup), "-d", str(self.duration),
+                "-L", str(self.limit)]
+
+    def timeout(self, phases_timed: int, phases_untimed: int = 0) -> float:
+        return phases_timed * (self.warmup + self.duration) + phases_untimed * self.limit + 30
+
+    def run(self, shares: list[list[str]], timeout: float) -> dict[str, Phase]:
+        return loadgen.run(self.gen, self.port, [s + self.flags() for s in shares],
+                           server_pid=self.pid, cpus=self.load_cpus, timeout=timeout)
 
 
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    better: str = "higher"  # "higher", "lower" or "" (informational)
+    phase: str = ""         # phase it is measured in (for the saturation flag)
 
 
-def _pin_load() -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, load_cpus())
+def _lat(phase: Optional[Phase], prefix: str = "") -> dict:
+    out = {}
+    for name, p in (("p50", 0.50), ("p99", 0.99), ("p999", 0.999)):
+        out[f"{prefix}{name}_us"] = phase.pct_us(p) if phase else None
+    return out
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _cpu(phases: dict[str, Phase], names: list[str]) -> dict:
+    """Load and server CPU (% of one CPU) per phase, and the saturation flags."""
+    out: dict = {"phase_cpu": {}}
+    for name in names:
+        ph = phases.get(name)
+        if ph is None:
+            continue
+        out["phase_cpu"][name] = {
+            "load_cpu_pct": round(ph.load_cpu_pct, 1),
+            "load_peak_pct": round(ph.load_peak_pct, 1),
+            "server_cpu_pct": None if ph.server_cpu_pct is None else round(ph.server_cpu_pct, 1),
+            "wall_s": round(ph.wall_s, 3),
+        }
+    main = out["phase_cpu"].get(names[0], {})
+    out["load_cpu_pct"] = max((v["load_cpu_pct"] for v in out["phase_cpu"].values()), default=None)
+    out["server_cpu_pct"] = main.get("server_cpu_pct")
+    return out
 
 
-def _put_pipelined(share: Share) -> dict:
-    """Keep ``depth`` puts in flight on every connection; count the replies."""
-    _pin_load()
-    batch = PUT * share.depth
-    sel = selectors.DefaultSelector()
-    pending = {}
-    for _ in range(share.conns):
-        sock = _connect(share.port)
-        sock.sendall(batch)
-        sock.setblocking(False)
-        sel.register(sock, selectors.EVENT_READ)
-        pending[sock] = [share.depth, time.perf_counter()]
-    done = 0
-    lat: list[float] = []
-    cpu0 = _cpu()
-    end = time.perf_counter() + share.duration
-    while time.perf_counter() < end:
-        for key, _ in sel.select(timeout=0.1):
-            sock = key.fileobj
-            data = sock.recv(262144)
-            if not data:
-                raise RuntimeError("server closed the connection")
-            replies = data.count(b"\n")
-            state = pending[sock]
-            state[0] -= replies
-            done += replies
-            if state[0] <= 0:
-                now = time.perf_counter()
-                lat.append(now - state[1])
-                sock.setblocking(True)
-                sock.sendall(batch)
-                sock.setblocking(False)
-                state[0] += share.depth
-                state[1] = now
-    return {"ops": done, "lat": lat, "cpu": _cpu() - cpu0}
+def _errors(phases: dict[str, Phase]) -> int:
+    return sum(ph.errors for ph in phases.values())
 
 
-def _prd(share: Share) -> dict:
-    """Producers put one job at a time; consumers reserve then delete, one request at a time."""
-    _pin_load()
-    sel = selectors.DefaultSelector()
-    state: dict[socket.socket, list] = {}
-    for i in range(share.conns):
-        sock = _connect(share.port)
-        role = "p" if i < share.producers else "c"
-        state[sock] = [role, b"", time.perf_counter()]
-        sel.register(sock, selectors.EVENT_READ)
-        if role == "p":
-            sock.sendall(PUT)
-        else:
-            sock.sendall(b"reserve-with-timeout 1\r\n")
-    jobs = 0
-    lat: list[float] = []
-    cpu0 = _cpu()
-    end = time.perf_counter() + share.duration
-    while time.perf_counter() < end:
-        for key, _ in sel.select(timeout=0.1):
-            sock = key.fileobj
-            st = state[sock]
-            data = sock.recv(65536)
-            if not data:
-                raise RuntimeError("server closed the connection")
-            st[1] += data
-            buf = st[1]
-            now = time.perf_counter()
-            if st[0] == "p":
-                if buf.endswith(b"\r\n"):
-                    st[1] = b""
-                    lat.append(now - st[2])
-                    st[2] = now
-                    sock.sendall(PUT)
-            elif buf.startswith(b"RESERVED"):
-                head, _, rest = buf.partition(b"\r\n")
-                size = int(head.split()[2])
-                if len(rest) >= size + 2:
-                    lat.append(now - st[2])
-                    st[1] = b"D" + head.split()[1]
-                    st[2] = now
-                    sock.sendall(b"delete %s\r\n" % head.split()[1])
-            elif buf.startswith(b"D"):
-                if buf.endswith(b"DELETED\r\n"):
-                    lat.append(now - st[2])
-                    jobs += 1
-                    st[1] = b""
-                    st[2] = now
-                    sock.sendall(b"reserve-with-timeout 1\r\n")
-            elif buf.endswith(b"TIMED_OUT\r\n"):
-                st[1] = b""
-                st[2] = now
-                sock.sendall(b"reserve-with-timeout 1\r\n")
-    return {"ops": jobs, "lat": lat, "cpu": _cpu() - cpu0}
+# ---------------------------------------------------------------- workloads
+
+def put_pipelined(conns: int) -> Callable[[Ctx], dict]:
+    def run(ctx: Ctx) -> dict:
+        procs = max(1, min(ctx.procs, conns))
+        shares = [["-m", "put", "-c", str(n), "-P", str(PIPELINE_DEPTH)]
+                  for n in loadgen.split(conns, procs) if n]
+        phases = ctx.run(shares, ctx.timeout(1))
+        ph = phases["put"]
+        return {"puts_per_s": ph.rate, **_lat(ph), "errors": _errors(phases),
+                **_cpu(phases, ["put"])}
+    return run
 
 
-def _latency(share: Share) -> dict:
-    """One connection: put, reserve, delete, each waiting for its reply."""
-    _pin_load()
-    sock = _connect(share.port)
-    lat: list[float] = []
-    rounds = 0
-    cpu0 = _cpu()
-
-    def ask(data: bytes, done: Callable[[bytes], bool]) -> bytes:
-        start = time.perf_counter()
-        sock.sendall(data)
-        buf = b""
-        while not done(buf):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise RuntimeError("server closed the connection")
-            buf += chunk
-        lat.append(time.perf_counter() - start)
-        return buf
-
-    end = time.perf_counter() + share.duration
-    while time.perf_counter() < end:
-        ask(PUT, lambda b: b.endswith(b"\r\n"))
-        reply = ask(b"reserve\r\n", lambda b: b.endswith(BODY + b"\r\n"))
-        job_id = reply.split()[1]
-        ask(b"delete %s\r\n" % job_id, lambda b: b.endswith(b"\r\n"))
-        rounds += 1
-    return {"ops": rounds * 3, "lat": lat, "cpu": _cpu() - cpu0}
+def prd(producers: int, consumers: int) -> Callable[[Ctx], dict]:
+    def run(ctx: Ctx) -> dict:
+        procs = max(1, min(ctx.procs, producers, consumers))
+        shares = []
+        for p, k in zip(loadgen.split(producers, procs), loadgen.split(consumers, procs)):
+            shares.append(["-m", "prd", "-r", str(p), "-k", str(k), "-P", "1",
+                           "-B", str(max(1, PRD_BACKLOG // procs))])
+        phases = ctx.run(shares, ctx.timeout(1))
+        ph = phases["prd"]
+        return {"jobs_per_s": ph.rate, "ops_per_s": ph.per_s(ph.cmds), **_lat(ph), "consumer_timeouts": ph.timeouts, "errors": _errors(phases),
+                **_cpu(phases, ["prd"])}
+    return run
 
 
-def _split(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+def latency(ctx: Ctx) -> dict:
+    phases = ctx.run([["-m", "latency"]], ctx.timeout(1))
+    ph = phases["latency"]
+    out = {"ops_per_s": ph.rate, **_lat(ph)}
+    for cmd in ("put", "reserve", "delete"):
+        out[f"{cmd}_p50_us"] = phases[f"latency.{cmd}"].pct_us(0.5)
+    return {**out, "errors": _errors(phases), **_cpu(phases, ["latency"])}
 
 
-def _run(fn: Callable[[Share], dict], shares: list[Share]) -> dict:
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(len(shares)) as pool:
-        results = pool.map(fn, shares)
-    lat = sorted(x for r in results for x in r["lat"])
-    duration = shares[0].duration
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6 if lat else 0.0
-
+def idle(ctx: Ctx) -> dict:
+    phases = ctx.run([["-m", "idle", "-c", str(IDLE_CONNS), "-n", str(IDLE_TUBES), "-I", "64"]],
+                     ctx.timeout(2, 1))
+    setup, probe, active = phases["setup"], phases["probe"], phases["active"]
     return {
-        "ops_per_s": sum(r["ops"] for r in results) / duration,
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "p999_us": pct(0.999),
-        "load_cpu_s": sum(r["cpu"] for r in results),
+        "setup_conns_per_s": setup.rate, "conns_ok": setup.count, "setup_s": setup.secs,
+        **_lat(probe, "probe_"), "active_ops_per_s": active.rate, **_lat(active, "active_"),
+        "errors": _errors(phases), **_cpu(phases, ["active", "setup", "probe"]),
     }
 
 
-def put_pipelined(port: int, duration: float, conns: int) -> dict:
-    procs = max(1, min(len(load_cpus()), conns))
-    return _run(_put_pipelined, [Share(port, n, duration) for n in _split(conns, procs) if n])
+def tubes(ctx: Ctx) -> dict:
+    phases = ctx.run([["-m", "tubes", "-n", str(TUBES), "-c", "1", "-P", str(PIPELINE_DEPTH)]],
+                     ctx.timeout(2, 2))
+    create, put, watch, drain = (phases[n] for n in ("create", "put", "watch", "drain"))
+    return {
+        "create_tubes_per_s": create.rate, "tubes_created": create.count,
+        "put_ops_per_s": put.rate, **_lat(put, "put_"),
+        "watch_per_s": watch.rate, "drain_jobs_per_s": drain.rate, "drained_jobs": drain.count,
+        **_lat(drain, "drain_"), "errors": _errors(phases),
+        **_cpu(phases, ["put", "create", "watch", "drain"]),
+    }
 
 
-def prd(port: int, duration: float, producers: int, consumers: int) -> dict:
-    procs = max(1, len(load_cpus()))
-    shares = []
-    for p, c in zip(_split(producers, procs), _split(consumers, procs)):
-        if p + c:
-            shares.append(Share(port, p + c, duration, producers=p))
-    return _run(_prd, shares)
+def memory(ctx: Ctx) -> dict:
+    """RSS growth per job: VmRSS before and after putting ctx.jobs jobs of 100 bytes."""
+    from .servers import rss_bytes
+
+    if ctx.pid is None:
+        raise Unavailable("the server's PID is unknown (give --pid), so its RSS cannot be read")
+    before = rss_bytes(ctx.pid)
+    phases = ctx.run([["-m", "fill", "-N", str(ctx.jobs), "-P", str(FILL_DEPTH)]], ctx.timeout(0, 1))
+    time.sleep(0.3)  # let the last replies' work settle
+    after = rss_bytes(ctx.pid)
+    fill = phases["fill"]
+    jobs = fill.count
+    if before is None or after is None or not jobs:
+        raise RuntimeError("could not read the server's RSS or no job was inserted")
+    return {
+        "bytes_per_job": (after - before) / jobs, "jobs": jobs,
+        "rss_before_mib": before / 2**20, "rss_after_mib": after / 2**20,
+        "fill_puts_per_s": fill.rate, "errors": _errors(phases), **_cpu(phases, ["fill"]),
+    }
 
 
-def latency(port: int, duration: float) -> dict:
-    return _run(_latency, [Share(port, 1, duration)])
+class Unavailable(RuntimeError):
+    """The workload cannot run in this setting (reported, not fatal)."""
 
 
-WORKLOADS: dict[str, Callable[[int, float], dict]] = {
-    "put-pipelined-1": lambda port, d: put_pipelined(port, d, 1),
-    "put-pipelined-50": lambda port, d: put_pipelined(port, d, 50),
-    "prd-1x1": lambda port, d: prd(port, d, 1, 1),
-    "prd-25x25": lambda port, d: prd(port, d, 25, 25),
-    "latency": latency,
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    run: Callable[[Ctx], dict]
+    summary: str
+    binlog: bool = False       # both servers get -b <temp dir> (default fsync policy)
+    on_target: bool = True     # part of the default set for --target
+    throughput: tuple[str, ...] = ()
+    latency: tuple[str, ...] = ()
+
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in [
+    Workload("put-pipelined-1", put_pipelined(1), "1 connection, 100 puts in flight",
+             throughput=("puts_per_s",), latency=("p50_us", "p99_us")),
+    Workload("put-pipelined-50", put_pipelined(50), "50 connections, 100 puts in flight each",
+             throughput=("puts_per_s",), latency=("p50_us", "p99_us")),
+    Workload("prd-1x1", prd(1, 1), "1 producer + 1 consumer, request/response",
+             throughput=("jobs_per_s",), latency=("p50_us", "p99_us")),
+    Workload("prd-25x25", prd(25, 25), "25 producers + 25 consumers, request/response",
+             throughput=("jobs_per_s",), latency=("p50_us", "p99_us")),
+    Workload("latency", latency, "1 connection: put, reserve, delete, one at a time",
+             throughput=("ops_per_s",), latency=("p50_us", "p99_us", "p999_us")),
+    Workload("idle-2000", idle, "2,000 connections: set-up, a probe while idle, all active",
+             throughput=("setup_conns_per_s", "active_ops_per_s"),
+             latency=("probe_p50_us", "probe_p99_us", "active_p50_us")),
+    Workload("tubes-10000", tubes, "10,000 tubes: create, put to random tubes, drain all",
+             throughput=("create_tubes_per_s", "put_ops_per_s", "drain_jobs_per_s"),
+             latency=("put_p50_us", "drain_p50_us")),
+    Workload("binlog-put", put_pipelined(1), "put-pipelined-1 with -b (default fsync)", binlog=True,
+             on_target=False, throughput=("puts_per_s",), latency=("p50_us", "p99_us")),
+    Workload("binlog-prd", prd(1, 1), "prd-1x1 with -b (default fsync)", binlog=True,
+             on_target=False, throughput=("jobs_per_s",), latency=("p50_us", "p99_us")),
+    Workload("memory", memory, "RSS per job after putting 1,000,000 jobs of 100 bytes",
+             on_target=False, throughput=("fill_puts_per_s",), latency=("bytes_per_job",)),
+]}
+
+# Table rows per workload: (metric, label, better, phase it comes from).
+_PUT = [Metric("puts_per_s", "puts/s", "higher", "put"), Metric("p50_us", "put p50 us", "lower", "put"),
+        Metric("p99_us", "put p99 us", "lower", "put"), Metric("p999_us", "put p999 us", "lower", "put")]
+_PRD = [Metric("jobs_per_s", "jobs/s", "higher", "prd"), Metric("ops_per_s", "commands/s", "higher", "prd"),
+        Metric("p50_us", "cmd p50 us", "lower", "prd"), Metric("p99_us", "cmd p99 us", "lower", "prd"),
+        Metric("p999_us", "cmd p999 us", "lower", "prd")]
+METRICS: dict[str, list[Metric]] = {
+    "put-pipelined-1": _PUT,
+    "put-pipelined-50": _PUT,
+    "prd-1x1": _PRD,
+    "prd-25x25": _PRD,
+    "latency": [Metric("ops_per_s", "commands/s", "higher", "latency"),
+                Metric("p50_us", "p50 us", "lower", "latency"),
+                Metric("p99_us", "p99 us", "lower", "latency"),
+                Metric("p999_us", "p999 us", "lower", "latency"),
+                Metric("put_p50_us", "put p50 us", "lower", "latency"),
+                Metric("reserve_p50_us", "reserve p50 us", "lower", "latency"),
+                Metric("delete_p50_us", "delete p50 us", "lower", "latency")],
+    "idle-2000": [Metric("setup_conns_per_s", "set-up conns/s", "higher", "setup"),
+                  Metric("probe_p50_us", "idle probe p50 us", "lower", "probe"),
+                  Metric("probe_p99_us", "idle probe p99 us", "lower", "probe"),
+                  Metric("probe_p999_us", "idle probe p999 us", "lower", "probe"),
+                  Metric("active_ops_per_s", "all active puts/s", "higher", "active"),
+                  Metric("active_p50_us", "active p50 us", "lower", "active"),
+                  Metric("active_p99_us", "active p99 us", "lower", "active")],
+    "tubes-10000": [Metric("create_tubes_per_s", "create tubes/s", "higher", "create"),
+                    Metric("put_ops_per_s", "random-tube puts/s", "higher", "put"),
+                    Metric("put_p50_us", "put p50 us", "lower", "put"),
+                    Metric("watch_per_s", "watch/s", "higher", "watch"),
+                    Metric("drain_jobs_per_s", "drain jobs/s", "higher", "drain"),
+                    Metric("drain_p50_us", "drain cmd p50 us", "lower", "drain")],
+    "binlog-put": _PUT,
+    "binlog-prd": _PRD,
+    "memory": [Metric("bytes_per_job", "RSS bytes/job", "lower", "fill"),
+               Metric("fill_puts_per_s", "fill puts/s", "higher", "fill"),
+               Metric("rss_after_mib", "RSS after, MiB", "lower", "fill")],
 }
-# Workloads that need the binlog on both servers.
-BINLOG_WORKLOADS = {"binlog-put": "put-pipelined-1", "binlog-prd": "prd-1x1"}
+COMMON = [Metric("server_cpu_pct", "server CPU %", ""), Metric("load_cpu_pct", "load CPU % (max)", "")]
