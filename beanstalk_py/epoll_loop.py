@@ -12,8 +12,6 @@ portable one.  The protocol logic is the same sans-IO
 
 from __future__ import annotations
 
-import errno
-import os
 import select
 import socket
 from typing import TYPE_CHECKING, Callable, Optional
@@ -21,7 +19,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 import trio
 
 from .conn import Connection
-from .options import report_internal_error, warn
+from .listen import set_nodelay
+from .options import report_internal_error
 
 if TYPE_CHECKING:
     from .server import Server
@@ -32,7 +31,6 @@ _OUT = select.EPOLLOUT
 # Longest time the loop waits in its own epoll before waiting through trio.
 _SPIN_WAIT_NS = 2_000_000
 _YIELD_EVERY_NS = 1_000_000
-_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class _Client:
@@ -64,7 +62,6 @@ class EpollLoop:
         self.now_ns = now_ns
         self.epoll = select.epoll()
         self.clients: dict[int, _Client] = {}
-        self._warned_at = -1e9
         # Connections with replies to send, in the order they got them.
         self.dirty: dict[_Client, None] = {}
         self._wait_scope: Optional[trio.CancelScope] = None
@@ -229,18 +226,11 @@ class EpollLoop:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in _RESOURCE_ERRORS:
-                    self._refuse(listener, exc.errno)
+                if self.server.accept_failed(listener, exc):
                     return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                    continue
-                raise
+                continue
             sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
+            set_nodelay(sock)
             conn = Connection(self.engine, self.server.info)
             client = _Client(sock, conn, self)
             conn.io = client
@@ -248,14 +238,6 @@ class EpollLoop:
             self.epoll.register(client.fd, _IN)
             if self.server.verbose:
                 print(f"accept {client.fd}", flush=True)
-
-    def _refuse(self, listener: socket.socket, code: int) -> None:
-        """Out of descriptors: close one waiting client so it is not left hanging."""
-        now = trio.current_time()
-        if now - self._warned_at > 1.0:
-            warn(f"accept(): {os.strerror(code)}; refusing new connections")
-            self._warned_at = now
-        self.server.refuse_one(listener)
 
     def _close(self, client: _Client, now: int) -> None:
         if client.dead:

@@ -121,3 +121,12 @@ def describe(sock: socket.socket) -> str:
     if sock.family == socket.AF_INET6:
         return f"[{host}]:{port}"
     return f"{host}:{port}"
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """Replies are written whole, so Nagle's algorithm only adds latency."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass

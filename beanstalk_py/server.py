@@ -3,10 +3,11 @@
 All protocol and queue logic lives in the sans-IO :class:`~.conn.Connection`
 and :class:`~.engine.Engine`; this module only reads, writes and waits.
 
-* One task per connection.  It reads, lets the connection run every complete
-  command in the buffer, and writes all replies with one send (measured: one
-  send per command caps a trio server at ~0.67x beanstalkd on pipelined puts;
-  batching lifts the ceiling to ~7x).
+* On Linux one task serves every connection through epoll (epoll_loop.py);
+  elsewhere, or with BEANSTALK_PY_IO=tasks, one task per connection.  Either
+  way a connection runs every complete command in its buffer and its replies
+  go out with one send (measured: one send per command caps a trio server at
+  ~0.67x beanstalkd on pipelined puts; batching lifts the ceiling to ~7x).
 * A connection blocked in a reserve waits in ``recv`` inside a cancel scope;
   when the engine hands it a job (or its wait ends) the scope is cancelled and
   the task sends the reply.  trio guarantees a cancelled ``recv`` read nothing.
@@ -29,13 +30,15 @@ import trio
 from .conn import Connection
 from .engine import Engine
 from .epoll_loop import EpollLoop
-from .listen import describe
+from .listen import describe, set_nodelay
 from .options import report_internal_error, warn
 from .stats import ServerInfo
 
 RECV_SIZE = 65536
 # Accept errors that mean "out of descriptors or memory": refuse one and go on.
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# Accept errors about one client that went away: try the next one.
+_RETRY_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR}
 
 
 def now_ns() -> int:
@@ -84,6 +87,7 @@ class Server:
         self._timer_scope: Optional[trio.CancelScope] = None
         self._timer_at: Optional[int] = None
         self._spare_fd: Optional[int] = None
+        self._warned_at = -1e9
         self.stopped_by: Optional[int] = None
         self.io_mode = io_mode or default_io_mode()
 
@@ -188,29 +192,32 @@ class Server:
     # ------------------------------------------------------------------ sockets
 
     async def _accept_loop(self, listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
-        warned_at = -1e9
         while True:
             try:
                 sock, _addr = await listener.accept()
             except OSError as exc:
-                if exc.errno in _RESOURCE_ERRORS:
-                    if trio.current_time() - warned_at > 1.0:
-                        warn(f"accept(): {os.strerror(exc.errno)}; refusing new connections")
-                        warned_at = trio.current_time()
-                    await self._refuse_one(listener)
-                    continue
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                    continue
-                raise
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
+                if self.accept_failed(listener._sock, exc):  # type: ignore[attr-defined]
+                    await trio.sleep(0.05)  # descriptors may free up meanwhile
+                continue
+            set_nodelay(sock)
             nursery.start_soon(self._serve_connection, sock)
 
-    def refuse_one(self, raw: socket.socket) -> None:
-        """Out of descriptors: free the spare one, accept the waiting client and close it."""
+    def accept_failed(self, raw: socket.socket, exc: OSError) -> bool:
+        """Handle a failed accept for both I/O paths; True when out of resources.
+
+        Out of descriptors: log (at most once a second), free the spare
+        descriptor to accept the waiting client and close it at once, so it is
+        refused instead of left hanging.  Transient errors are ignored; any
+        other error is raised.
+        """
+        if exc.errno in _RETRY_ERRORS:
+            return False
+        if exc.errno not in _RESOURCE_ERRORS:
+            raise exc
+        now = time.monotonic()
+        if now - self._warned_at > 1.0:
+            warn(f"accept(): {os.strerror(exc.errno)}; refusing new connections")
+            self._warned_at = now
         if self._spare_fd is not None:
             os.close(self._spare_fd)
             self._spare_fd = None
@@ -220,10 +227,7 @@ class Server:
             except OSError:
                 pass
             self._spare_fd = _open_spare()
-
-    async def _refuse_one(self, listener: trio.socket.SocketType) -> None:
-        self.refuse_one(listener._sock)  # type: ignore[attr-defined]
-        await trio.sleep(0.05)
+        return True
 
     async def _serve_connection(self, sock: trio.socket.SocketType) -> None:
         fd = sock.fileno()
