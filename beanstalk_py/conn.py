@@ -15,7 +15,7 @@ from typing import Callable, Optional
 from .binlog import BinlogError
 from .engine import DEADLINE_SOON, NOT_IGNORED, TIMED_OUT, Engine, Outcome
 from .job import Job
-from .protocol import EXPECTED_CRLF, JOB_TOO_BIG, Parser
+from .protocol import EXPECTED_CRLF, Parser
 from .stats import ServerInfo, format_job_stats, format_stats, format_tube_list, format_tube_stats
 
 # Stop running commands while this much output waits to be sent.
@@ -50,7 +50,6 @@ class Connection:
         "closing",
         "eof",
         "_put",
-        "_too_big_counted",
         "held_back",
         "_handlers",
         "io",
@@ -67,7 +66,6 @@ class Connection:
         self.closing = False  # quit seen or input ended: close once output is sent
         self.eof = False
         self._put: Optional[tuple[int, int, int, int]] = None
-        self._too_big_counted = False
         # True when process() stopped at the output high-water mark with
         # requests possibly still buffered: the I/O layer resumes it after
         # sending (and only then: an idle extra call costs ~2 us per reply).
@@ -75,6 +73,7 @@ class Connection:
         self.io: object = None  # the I/O layer's handle (task wake-up, socket...)
         self._handlers: dict[str, Callable[[tuple, int], None]] = {
             "reply": self._on_reply,
+            "count": self._on_count,
             "put": self._on_put,
             "body": self._on_body,
             "body-bad-crlf": self._on_bad_body,
@@ -158,11 +157,6 @@ class Connection:
                 return  # the I/O layer calls process() again once output drains
             request = parser.next_request()
             if request is None:
-                if parser.discarding_body and not self._too_big_counted:
-                    # The reference counts an oversized put when its header is
-                    # read, not when the discarded body ends (which may never be).
-                    self.engine.count("put")
-                    self._too_big_counted = True
                 if self.eof:
                     self.closing = True  # every complete command has run
                 return
@@ -189,11 +183,12 @@ class Connection:
     # ------------------------------------------------------------------ commands
 
     def _on_reply(self, request: tuple, now: int) -> None:
-        if request[1] is JOB_TOO_BIG and self._too_big_counted:
-            self._too_big_counted = False  # already counted when its discard began
-        elif request[2] is not None:
+        if request[2] is not None:
             self.engine.count(request[2])
         self._send(request[1])
+
+    def _on_count(self, request: tuple, now: int) -> None:
+        self.engine.count(request[1])
 
     def _on_put(self, request: tuple, now: int) -> None:
         engine = self.engine

@@ -753,7 +753,3 @@ class Engine:
 
     def delayed_count(self) -> int:
         return sum(len(tube.delayed) for tube in self.tube_list.items)
-
-    def dispatch_all(self, tubes: Iterable[Tube], now: int) -> None:
-        for tube in tubes:
-            self._dispatch(tube, now)

@@ -9,6 +9,9 @@ A request is a tuple whose first item names it:
 * ``("reply", payload, counter)`` -- the parser already knows the answer
   (``BAD_FORMAT``, ``UNKNOWN_COMMAND``, ``JOB_TOO_BIG``); ``counter`` is the
   stats counter the reference bumps for it, or ``None``.
+* ``("count", counter)`` -- bump a stats counter, nothing to answer yet (an
+  oversized put is counted when its header arrives; its ``JOB_TOO_BIG``
+  comes once the body has been discarded).
 * ``("put", pri, delay, ttr, size)`` -- a valid put header.  The caller must
   answer with :meth:`Parser.expect_body` before asking for the next request,
   because the body is framed by the header (the reference allocates the job id
@@ -47,6 +50,7 @@ _C_SPACE = b" \t\n\v\f\r"
 
 _BAD = ("reply", BAD_FORMAT, None)
 _UNKNOWN = ("reply", UNKNOWN_COMMAND, None)
+_COUNT_PUT = ("count", "put")
 
 
 def read_uint(text: bytes, start: int, maximum: int) -> tuple[int, int]:
@@ -341,11 +345,6 @@ class Parser:
     def awaiting_body(self) -> bool:
         return self._state == _BODY
 
-    @property
-    def discarding_body(self) -> bool:
-        """True while the body of an oversized put is being thrown away."""
-        return self._state == _SKIP
-
     def take_body(self, size: int) -> Optional[tuple]:
         """After a ``put``: its body request if already buffered, else None.
 
@@ -379,9 +378,12 @@ class Parser:
                 del buf[: pos + 2]
                 request = parse_line(line, self.max_job_size)
                 if request[0] == "too-big":
+                    # The reference counts the put when its header is read;
+                    # JOB_TOO_BIG follows once the body has been thrown away
+                    # (which may never happen if the client goes away).
                     self._state = _SKIP
                     self._need = request[1]
-                    return self._finish_skip()
+                    return _COUNT_PUT
                 return request
             if len(buf) < LINE_LIMIT:
                 return None
@@ -420,4 +422,4 @@ class Parser:
             if self._need:
                 return None
         self._state = _LINE
-        return ("reply", JOB_TOO_BIG, "put")
+        return ("reply", JOB_TOO_BIG, None)
