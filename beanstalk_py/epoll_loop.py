@@ -8,6 +8,10 @@ every ready socket in one pass reached 1.14x.  So on Linux this loop serves
 the connections, and :mod:`.server`'s task-per-connection path stays as the
 portable one.  The protocol logic is the same sans-IO
 :class:`~.conn.Connection` either way; this module only moves bytes.
+
+trio is imported only inside :meth:`EpollLoop.run`: the loop is built, and
+serves clients through :meth:`EpollLoop.serve_ready`, while trio is still
+being imported at start-up (early.py).
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import select
 import socket
 from typing import TYPE_CHECKING, Callable, Optional
 
-import trio
-
 from .conn import Connection
 from .listen import set_nodelay
 from .options import report_internal_error
 
 if TYPE_CHECKING:
-    from .server import Server
+    import trio
+
+    from .hub import Hub
 
 RECV_SIZE = 65536
 _IN = select.EPOLLIN | select.EPOLLRDHUP
@@ -55,12 +59,14 @@ class _Client:
 class EpollLoop:
     """Accepts, reads, runs and writes for all connections of one server."""
 
-    def __init__(self, server: "Server", listeners: list[socket.socket], now_ns: Callable[[], int]) -> None:
-        self.server = server
-        self.engine = server.engine
-        self.listeners = {sock.fileno(): sock for sock in listeners}
+    def __init__(self, hub: "Hub", now_ns: Callable[[], int]) -> None:
+        self.hub = hub
+        self.engine = hub.engine
+        self.listeners = {sock.fileno(): sock for sock in hub.listeners}
         self.now_ns = now_ns
         self.epoll = select.epoll()
+        for fd in self.listeners:
+            self.epoll.register(fd, select.EPOLLIN)
         self.clients: dict[int, _Client] = {}
         # Connections with replies to send, in the order they got them.
         self.dirty: dict[_Client, None] = {}
@@ -76,10 +82,36 @@ class EpollLoop:
         wal = self.engine.wal
         return wal is not None and wal.fsync_always and wal.written > wal.durable
 
+    def serve_ready(self) -> None:
+        """One pass that never blocks: due timers, ready sockets, replies out.
+
+        Used at start-up before trio runs (early.py); -f 0 fsyncs inline here.
+        """
+        now = self.now_ns()
+        self.engine.tick(now)
+        self.hub.settle(now)
+        events = self.epoll.poll(0)
+        if events:
+            self._handle(events)
+        if self.dirty:
+            if self._must_sync():
+                self.engine.wal.sync()
+            dirty = self.dirty
+            self.dirty = {}
+            for client in dirty:
+                self.flush(client)
+
+    def close(self) -> None:
+        """Close every connection and the epoll set."""
+        now = self.now_ns()
+        for client in list(self.clients.values()):
+            self._close(client, now)
+        self.epoll.close()
+
     async def run(self) -> None:
+        import trio  # see the module docstring
+
         epoll = self.epoll
-        for fd in self.listeners:
-            epoll.register(fd, select.EPOLLIN)
         engine = self.engine
         now_ns = self.now_ns
         last_yield = now_ns()
@@ -119,9 +151,7 @@ class EpollLoop:
                     await trio.lowlevel.checkpoint()
                     last_yield = now_ns()
         finally:
-            for client in list(self.clients.values()):
-                self._close(client, self.now_ns())
-            epoll.close()
+            self.close()
 
     # ------------------------------------------------------------------ batches
 
@@ -161,7 +191,7 @@ class EpollLoop:
                     continue
                 touched.append(client)
         # Deliver reserves finished by this batch (wake() marks them dirty too).
-        self.server._settle(now)
+        self.hub.settle(now)
         dirty = self.dirty
         for client in touched:
             dirty[client] = None
@@ -198,7 +228,7 @@ class EpollLoop:
                     report_internal_error(client.fd)
                     self._close(client, now)
                     return
-                self.server._settle(now)
+                self.hub.settle(now)
                 if conn.out and self._must_sync():
                     self.dirty[client] = None  # sent after the next fsync
                     break
@@ -226,17 +256,17 @@ class EpollLoop:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if self.server.accept_failed(listener, exc):
+                if self.hub.accept_failed(listener, exc):
                     return
                 continue
             sock.setblocking(False)
             set_nodelay(sock)
-            conn = Connection(self.engine, self.server.info)
+            conn = Connection(self.engine, self.hub.info)
             client = _Client(sock, conn, self)
             conn.io = client
             self.clients[client.fd] = client
             self.epoll.register(client.fd, _IN)
-            if self.server.verbose:
+            if self.hub.verbose:
                 print(f"accept {client.fd}", flush=True)
 
     def _close(self, client: _Client, now: int) -> None:
@@ -250,6 +280,6 @@ class EpollLoop:
             pass
         client.conn.close(now)
         client.sock.close()
-        if self.server.verbose:
+        if self.hub.verbose:
             print(f"close {client.fd}", flush=True)
-        self.server._settle(now)
+        self.hub.settle(now)

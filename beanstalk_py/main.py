@@ -12,10 +12,10 @@ from typing import Optional
 from .listen import ListenError, describe, inherited_socket, make_listener
 from .options import DEFAULT_ADDR, UsageExit, parse_args, warn
 
-# trio, the engine and the binlog are imported only after the socket is bound
-# (about 0.3 s of imports): clients that start the daemon and connect 0.1 s
-# later, as greenstalk's own test suite does, then wait in the listen backlog
-# instead of being refused.
+# trio is imported only after the socket is bound and, unless -u is given,
+# while the engine already answers clients (early.py): importing it takes
+# 120-160 ms, and clients that start the daemon and connect 0.1 s later, as
+# greenstalk's own test suite does, time their first commands.
 
 EXIT_LISTEN = 111
 EXIT_BINLOG_LOCK = 10
@@ -81,41 +81,44 @@ def main(argv: Optional[list[str]] = None) -> int:
             warn(f"listening on {describe(sock)} (the default is {DEFAULT_ADDR}, not "
                  "beanstalkd's 0.0.0.0; use -l 0.0.0.0 to accept remote clients)")
 
-    # Imported after binding (see above) but before dropping privileges: the
-    # new user may not be able to read the Python installation.
-    import trio
+    if opts.verbose:
+        print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
 
-    from .binlog import Binlog, BinlogError, BinlogLockError
     from .engine import Engine
-    from .server import Server, now_ns
+    from .hub import Hub, default_io_mode, now_ns
     from .stats import ServerInfo
 
-    if opts.user:
-        drop_privileges(opts.user)
     engine = Engine(max_job_size=opts.max_job_size)
     signal.signal(signal.SIGUSR1, lambda _sig, _frame: setattr(engine, "draining", True))
     if early_drain:
         engine.draining = True
-    wal: Optional[Binlog] = None
-    if opts.binlog_dir is not None:
-        # As beanstalkd: after binding and dropping privileges, before serving.
-        wal = Binlog(opts.binlog_dir, opts.binlog_size, opts.fsync_ms if opts.fsync else None)
-        try:
-            records, next_id = wal.open()
-        except BinlogLockError as exc:
-            warn(f"failed to lock binlog dir {opts.binlog_dir}: {exc}")
-            return EXIT_BINLOG_LOCK
-        except BinlogError as exc:
-            warn(f"failed to open or replay the binlog in {opts.binlog_dir}: {exc}")
-            return EXIT_BINLOG
-        engine.restore(records, next_id, now_ns(), time.time_ns())
-        engine.attach_wal(wal)
-        if opts.verbose:
-            print(f"binlog {opts.binlog_dir}: {len(records)} jobs restored, next id {engine.next_id}",
-                  flush=True)
-    info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
-    server = Server(engine, info, [sock], verbose=opts.verbose)
+    if opts.user:
+        # Imported before dropping privileges: the new user may not be able
+        # to read the Python installation.  No serving until then.
+        import trio
+
+        drop_privileges(opts.user)
+    wal = None
     try:
+        if opts.binlog_dir is not None:
+            # As beanstalkd: after binding and dropping privileges, before serving.
+            wal = open_binlog(opts, engine)
+        info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
+        early_loop = None
+        if not opts.user and default_io_mode() == "epoll":
+            from .early import import_while_serving
+            from .epoll_loop import EpollLoop
+
+            hub = Hub(engine, info, [sock], verbose=opts.verbose)
+            hub.open_spare()
+            early_loop = EpollLoop(hub, now_ns)
+            import_while_serving(early_loop.serve_ready, ["trio", "beanstalk_py.server"])
+            hub.close_spare()  # the server holds its own
+        import trio
+
+        from .server import Server
+
+        server = Server(engine, info, [sock], verbose=opts.verbose, epoll_loop=early_loop)
         trio.run(server.run)
     except BaseExceptionGroup as group:
         # A SIGTERM/SIGINT that lands after trio.run started but before the
@@ -124,7 +127,38 @@ def main(argv: Optional[list[str]] = None) -> int:
         _exits, rest = group.split(SystemExit)
         if rest is not None:
             raise
+    except _BinlogFailed as failed:
+        return failed.status
     finally:
         if wal is not None:
             wal.close()
     return 0
+
+
+class _BinlogFailed(Exception):
+    """The binlog could not be opened; carries the exit status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def open_binlog(opts, engine):  # type: ignore[no-untyped-def]
+    """Open the binlog directory and restore its jobs into ``engine``."""
+    from .binlog import Binlog, BinlogError, BinlogLockError
+    from .hub import now_ns
+
+    wal = Binlog(opts.binlog_dir, opts.binlog_size, opts.fsync_ms if opts.fsync else None)
+    try:
+        records, next_id = wal.open()
+    except BinlogLockError as exc:
+        warn(f"failed to lock binlog dir {opts.binlog_dir}: {exc}")
+        raise _BinlogFailed(EXIT_BINLOG_LOCK)
+    except BinlogError as exc:
+        warn(f"failed to open or replay the binlog in {opts.binlog_dir}: {exc}")
+        raise _BinlogFailed(EXIT_BINLOG)
+    engine.restore(records, next_id, now_ns(), time.time_ns())
+    engine.attach_wal(wal)
+    if opts.verbose:
+        print(f"binlog {opts.binlog_dir}: {len(records)} jobs restored, next id {engine.next_id}",
+              flush=True)
+    return wal

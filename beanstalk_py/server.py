@@ -17,12 +17,8 @@ and :class:`~.engine.Engine`; this module only reads, writes and waits.
 
 from __future__ import annotations
 
-import errno
-import os
-import select
 import signal
 import socket
-import time
 from typing import Optional
 
 import trio
@@ -30,30 +26,12 @@ import trio
 from .conn import Connection
 from .engine import Engine
 from .epoll_loop import EpollLoop
-from .listen import describe, set_nodelay
-from .options import report_internal_error, warn
+from .hub import Hub, default_io_mode, now_ns
+from .listen import set_nodelay
+from .options import report_internal_error
 from .stats import ServerInfo
 
 RECV_SIZE = 65536
-# Accept errors that mean "out of descriptors or memory": refuse one and go on.
-_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-# Accept errors about one client that went away: try the next one.
-_RETRY_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR}
-
-
-def now_ns() -> int:
-    return time.monotonic_ns()
-
-
-def default_io_mode() -> str:
-    """"epoll" on Linux (faster, see epoll_loop.py), else one task per connection.
-
-    BEANSTALK_PY_IO=tasks forces the portable path (the test suite runs both).
-    """
-    wanted = os.environ.get("BEANSTALK_PY_IO", "")
-    if wanted in ("epoll", "tasks"):
-        return wanted
-    return "epoll" if hasattr(select, "epoll") else "tasks"
 
 
 class _ConnIO:
@@ -69,8 +47,12 @@ class _ConnIO:
             self.scope.cancel()
 
 
-class Server:
-    """Serves one engine on one or more listening sockets until cancelled."""
+class Server(Hub):
+    """Serves one engine on one or more listening sockets until cancelled.
+
+    ``epoll_loop``: a loop that already served clients during start-up
+    (early.py); it is taken over with its connections.
+    """
 
     def __init__(
         self,
@@ -79,22 +61,19 @@ class Server:
         listeners: list[socket.socket],
         verbose: int = 0,
         io_mode: Optional[str] = None,
+        epoll_loop: Optional[EpollLoop] = None,
     ) -> None:
-        self.engine = engine
-        self.info = info
-        self.listeners = listeners
-        self.verbose = verbose
+        super().__init__(engine, info, listeners, verbose)
         self._timer_scope: Optional[trio.CancelScope] = None
         self._timer_at: Optional[int] = None
-        self._spare_fd: Optional[int] = None
-        self._warned_at = -1e9
         self.stopped_by: Optional[int] = None
-        self.io_mode = io_mode or default_io_mode()
+        self.io_mode = "epoll" if epoll_loop is not None else (io_mode or default_io_mode())
+        self._epoll_loop = epoll_loop
 
     # ------------------------------------------------------------------ running
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        self._spare_fd = _open_spare()
+        self.open_spare()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
@@ -102,11 +81,9 @@ class Server:
                 wal = self.engine.wal
                 if wal is not None and wal.fsync and not wal.fsync_always:
                     nursery.start_soon(self._sync_loop, wal)
-                for sock in self.listeners:
-                    if self.verbose:
-                        print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
                 if self.io_mode == "epoll":
-                    loop = EpollLoop(self, self.listeners, now_ns)
+                    loop = self._epoll_loop or EpollLoop(self, now_ns)
+                    loop.hub = self
                     nursery.start_soon(loop.run)
                 else:
                     for sock in self.listeners:
@@ -114,9 +91,7 @@ class Server:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                 task_status.started()
         finally:
-            if self._spare_fd is not None:
-                os.close(self._spare_fd)
-                self._spare_fd = None
+            self.close_spare()
 
     async def _signals(self, cancel_scope: trio.CancelScope) -> None:
         wanted = [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT]
@@ -137,7 +112,7 @@ class Server:
         # +1 us so we never wake a hair before the engine's clock says it is due.
         return trio.current_time() + (when - now_ns() + 1000) / 1e9
 
-    def _reschedule_timer(self) -> None:
+    def timers_changed(self) -> None:
         # Only ever move the timer earlier.  A later (or no) next timer leaves
         # the old deadline; the timer task then wakes once for nothing and
         # recomputes.  Measured: moving a trio deadline on every reserve and
@@ -158,7 +133,7 @@ class Server:
             self._timer_scope = None
             now = now_ns()
             self.engine.tick(now)
-            self._settle(now)
+            self.settle(now)
 
     async def _sync_loop(self, wal) -> None:
         """-f N: fsync at most every N ms, in a worker thread, off the reply path.
@@ -177,18 +152,6 @@ class Server:
             if wal.sync_due(now_ns()) and not wal.syncing:
                 await trio.to_thread.run_sync(wal.sync)
 
-    def _settle(self, now: int) -> None:
-        """Deliver finished reserves to their connections and wake their tasks."""
-        engine = self.engine
-        while engine.completed:
-            batch = engine.completed
-            engine.completed = []
-            for client, outcome in batch:
-                conn: Connection = client.owner
-                conn.deliver(outcome, now)
-                conn.io.wake()  # type: ignore[attr-defined]
-        self._reschedule_timer()
-
     # ------------------------------------------------------------------ sockets
 
     async def _accept_loop(self, listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
@@ -201,33 +164,6 @@ class Server:
                 continue
             set_nodelay(sock)
             nursery.start_soon(self._serve_connection, sock)
-
-    def accept_failed(self, raw: socket.socket, exc: OSError) -> bool:
-        """Handle a failed accept for both I/O paths; True when out of resources.
-
-        Out of descriptors: log (at most once a second), free the spare
-        descriptor to accept the waiting client and close it at once, so it is
-        refused instead of left hanging.  Transient errors are ignored; any
-        other error is raised.
-        """
-        if exc.errno in _RETRY_ERRORS:
-            return False
-        if exc.errno not in _RESOURCE_ERRORS:
-            raise exc
-        now = time.monotonic()
-        if now - self._warned_at > 1.0:
-            warn(f"accept(): {os.strerror(exc.errno)}; refusing new connections")
-            self._warned_at = now
-        if self._spare_fd is not None:
-            os.close(self._spare_fd)
-            self._spare_fd = None
-            try:
-                conn, _ = raw.accept()
-                conn.close()
-            except OSError:
-                pass
-            self._spare_fd = _open_spare()
-        return True
 
     async def _serve_connection(self, sock: trio.socket.SocketType) -> None:
         fd = sock.fileno()
@@ -254,7 +190,7 @@ class Server:
                         # Resume commands held back by the output high-water mark.
                         now = now_ns()
                         conn.process(now)
-                        self._settle(now)
+                        self.settle(now)
                     continue
                 if conn.closing:
                     break
@@ -276,7 +212,7 @@ class Server:
                     conn.receive_data(data, now)
                 else:
                     conn.receive_eof(now)
-                self._settle(now)
+                self.settle(now)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:  # a bug must cost one connection, not the server
@@ -285,14 +221,8 @@ class Server:
             io.scope = None
             now = now_ns()
             conn.close(now)
-            self._settle(now)
+            self.settle(now)
             sock.close()
             if self.verbose:
                 print(f"close {fd}", flush=True)
 
-
-def _open_spare() -> Optional[int]:
-    try:
-        return os.open(os.devnull, os.O_RDONLY)
-    except OSError:
-        return None
