@@ -113,6 +113,7 @@ UPDATE_SIZE = _REC.size + _UPDATE.size  # 68: one "slot" of reserved space
 DELETE_SIZE = _REC.size + _DELETE.size  # 20
 SLOT = UPDATE_SIZE
 MAX_TUBE = 200
+_NS = 1_000_000_000  # records keep delay and TTR in ns; jobs keep seconds
 
 # beanstalkd 1.12 (format 7) and 1.4 (format 5), native x86_64 layout.
 _V7_JOBREC = struct.Struct("<QI4xqqi4xqqIIIIIB3x")  # 80 bytes
@@ -807,7 +808,7 @@ class Binlog:
         state = job.state
         deadline = job.deadline + off if state == DELAYED else 0
         f, size = self._write_full(
-            job.id, job.tube.name, STATE_CODE[state], job.pri, job.delay, job.ttr,
+            job.id, job.tube.name, STATE_CODE[state], job.pri, job.delay * _NS, job.ttr * _NS,
             job.created_at + off, deadline, stamp, job.reserve_ct, job.timeout_ct,
             job.release_ct, job.bury_ct, job.kick_ct, job.body, 1,
         )
@@ -826,7 +827,7 @@ class Binlog:
     ) -> None:
         """A state change: one UPDATE record.
 
-        ``state``, ``pri``, ``delay`` (ns) and ``deadline`` (monotonic ns) are
+        ``state``, ``pri``, ``delay`` (seconds) and ``deadline`` (monotonic ns) are
         the values the job is about to take, by default its current ones;
         ``bump`` names the counter the change adds one to ("reserve",
         "timeout", "release", "bury" or "kick").  The job itself is not
@@ -859,7 +860,7 @@ class Binlog:
         self._stamp = stamp + 1
         payload = _UPDATE.pack(
             T_UPDATE, STATE_CODE[state], job.id, job.pri if pri is None else pri,
-            job.delay if delay is None else delay, deadline, stamp, rc, tc, lc, bc, kc,
+            (job.delay if delay is None else delay) * _NS, deadline, stamp, rc, tc, lc, bc, kc,
         )
         self._write((_REC.pack(len(payload), zlib.crc32(payload)), payload), UPDATE_SIZE, 0)
         job.wal_stamp = stamp
@@ -891,7 +892,7 @@ class Binlog:
         off = time.time_ns() - time.monotonic_ns()
         state = job.state
         f, size = self._write_full(
-            job.id, job.tube.name, STATE_CODE[state], job.pri, job.delay, job.ttr,
+            job.id, job.tube.name, STATE_CODE[state], job.pri, job.delay * _NS, job.ttr * _NS,
             job.created_at + off, job.deadline + off if state == DELAYED else 0, job.wal_stamp,
             job.reserve_ct, job.timeout_ct, job.release_ct, job.bury_ct, job.kick_ct, job.body, 0,
         )

@@ -382,7 +382,7 @@ class Engine:
         job.state = RESERVED
         job.reserver = client
         job.reserve_ct += 1
-        job.deadline = now + job.ttr
+        job.deadline = now + job.ttr * NS
         job.tube.reserved_ct += 1
         self.reserved_ct += 1
         client.reserved[job] = None
@@ -511,7 +511,7 @@ class Engine:
     ) -> Job:
         """Store a job in the client's used tube.  ``delay``/``ttr`` in seconds."""
         tube = client.use
-        job = Job(job_id, pri, delay * NS, max(ttr, 1) * NS, body, tube, now)
+        job = Job(job_id, pri, delay, max(ttr, 1), body, tube, now)
         if delay:
             job.state = DELAYED
             job.deadline = now + delay * NS
@@ -608,12 +608,12 @@ class Engine:
         if self.wal is not None:
             # Logged even with delay 0, so a new priority survives (#597).
             self.wal.append_update(
-                job, DELAYED if delay else READY, pri, delay * NS, now + delay * NS, bump="release"
+                job, DELAYED if delay else READY, pri, delay, now + delay * NS, bump="release"
             )
         job.release_ct += 1
         self._unreserve(client, job)
         job.pri = pri
-        job.delay = delay * NS
+        job.delay = delay
         if delay:
             self._make_delayed(job, delay * NS, now)
         else:
@@ -637,7 +637,7 @@ class Engine:
         job = self._own_reserved(client, job_id)
         if job is None:
             return False
-        job.deadline = now + job.ttr
+        job.deadline = now + job.ttr * NS
         if job.timer is not None:
             self.timers.remove(job.timer)
         job.timer = self._add_timer(job.deadline, _T_TTR, job)
@@ -719,7 +719,7 @@ class Engine:
         """
         for rec in records:
             tube = self._find_or_make(rec.tube)
-            job = Job(rec.id, rec.pri, rec.delay, rec.ttr, rec.body, tube, rec.created_at - wall_now + now)
+            job = Job(rec.id, rec.pri, rec.delay // NS, rec.ttr // NS, rec.body, tube, rec.created_at - wall_now + now)
             job.reserve_ct = rec.reserve_ct
             job.timeout_ct = rec.timeout_ct
             job.release_ct = rec.release_ct

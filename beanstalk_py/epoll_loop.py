@@ -67,6 +67,10 @@ class EpollLoop:
         self.epoll = select.epoll()
         for fd in self.listeners:
             self.epoll.register(fd, select.EPOLLIN)
+        # While trio is still being imported (early.py), descriptors must stay
+        # free for the imports: accepting stops at a client fd this high.
+        self.fd_ceiling: Optional[int] = None
+        self._listening = True
         self.clients: dict[int, _Client] = {}
         # Connections with replies to send, in the order they got them.
         self.dirty: dict[_Client, None] = {}
@@ -108,9 +112,20 @@ class EpollLoop:
             self._close(client, now)
         self.epoll.close()
 
+    def _set_listening(self, on: bool) -> None:
+        if on != self._listening:
+            self._listening = on
+            for fd in self.listeners:
+                if on:
+                    self.epoll.register(fd, select.EPOLLIN)
+                else:
+                    self.epoll.unregister(fd)
+
     async def run(self) -> None:
         import trio  # see the module docstring
 
+        self.fd_ceiling = None
+        self._set_listening(True)
         epoll = self.epoll
         engine = self.engine
         now_ns = self.now_ns
@@ -268,6 +283,9 @@ class EpollLoop:
             self.epoll.register(client.fd, _IN)
             if self.hub.verbose:
                 print(f"accept {client.fd}", flush=True)
+            if self.fd_ceiling is not None and client.fd >= self.fd_ceiling:
+                self._set_listening(False)  # until a client leaves, or trio runs
+                return
 
     def _close(self, client: _Client, now: int) -> None:
         if client.dead:
@@ -280,6 +298,8 @@ class EpollLoop:
             pass
         client.conn.close(now)
         client.sock.close()
+        if not self._listening and self.fd_ceiling is not None:
+            self._set_listening(True)
         if self.hub.verbose:
             print(f"close {client.fd}", flush=True)
         self.hub.settle(now)

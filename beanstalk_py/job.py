@@ -16,8 +16,35 @@ DELAYED = "delayed"
 URGENT_THRESHOLD = 1024
 
 
+def _counter(index: int) -> property:
+    """A per-job counter kept in ``Job.counts``, read as 0 until first set."""
+
+    def get(job: "Job") -> int:
+        counts = job.counts
+        return 0 if counts is None else counts[index]
+
+    def set_(job: "Job", value: int) -> None:
+        counts = job.counts
+        if counts is None:
+            counts = job.counts = [0, 0, 0, 0, 0]
+        counts[index] = value
+
+    return property(get, set_)
+
+
 class Job:
-    """One job.  ``body`` keeps its trailing CRLF so replies send it as is."""
+    """One job.  ``body`` keeps its trailing CRLF so replies send it as is.
+
+    Laid out for memory, which a backlog of waiting jobs is made of
+    (measured with ``python -m bench --workload memory``: 485 bytes per job
+    of 100 bytes before, against beanstalkd's 299):
+
+    * ``delay`` and ``ttr`` are the seconds the client gave: CPython shares
+      the int objects of small numbers (TTRs of 60 or 120), where nanosecond
+      values took a 32-byte int each;
+    * the five stats counters live in one list made at the first reserve,
+      release, bury, kick or timeout, instead of five slots in every job.
+    """
 
     __slots__ = (
         "id",
@@ -31,14 +58,16 @@ class Job:
         "deadline",
         "reserver",
         "timer",
-        "reserve_ct",
-        "timeout_ct",
-        "release_ct",
-        "bury_ct",
-        "kick_ct",
+        "counts",
         "file",
         "wal_stamp",
     )
+
+    reserve_ct = _counter(0)
+    timeout_ct = _counter(1)
+    release_ct = _counter(2)
+    bury_ct = _counter(3)
+    kick_ct = _counter(4)
 
     def __init__(
         self,
@@ -52,20 +81,16 @@ class Job:
     ) -> None:
         self.id = job_id
         self.pri = pri
-        self.delay = delay  # ns
-        self.ttr = ttr  # ns
+        self.delay = delay  # seconds, as given at put or release
+        self.ttr = ttr  # seconds, at least 1
         self.body = body
         self.tube = tube
         self.state = READY
-        self.created_at = created_at
+        self.created_at = created_at  # monotonic ns
         self.deadline = 0  # ns; meaningful while delayed or reserved
         self.reserver: Optional[Any] = None
         self.timer: Optional[tuple] = None
-        self.reserve_ct = 0
-        self.timeout_ct = 0
-        self.release_ct = 0
-        self.bury_ct = 0
-        self.kick_ct = 0
+        self.counts: Optional[list[int]] = None  # see _counter
         self.file = 0  # binlog file sequence holding the latest full record
         self.wal_stamp = 0  # binlog order of the last state change (buried FIFO order)
 

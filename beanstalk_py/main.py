@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import signal
 import sys
 import time
@@ -95,7 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if opts.user:
         # Imported before dropping privileges: the new user may not be able
         # to read the Python installation.  No serving until then.
-        import trio
+        __import__("trio")
 
         drop_privileges(opts.user)
     wal = None
@@ -112,6 +113,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             hub = Hub(engine, info, [sock], verbose=opts.verbose)
             hub.open_spare()
             early_loop = EpollLoop(hub, now_ns)
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if soft != resource.RLIM_INFINITY:
+                early_loop.fd_ceiling = max(soft - 32, soft // 2)
             import_while_serving(early_loop.serve_ready, ["trio", "beanstalk_py.server"])
             hub.close_spare()  # the server holds its own
         import trio

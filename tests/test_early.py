@@ -112,3 +112,23 @@ async def test_trio_takes_over_the_early_connections(early_loop) -> None:
                 got += await waiting.recv(100)
         assert got == b"RESERVED 1 1\r\nx\r\n"
         nursery.cancel_scope.cancel()
+
+
+def test_accepting_pauses_at_the_fd_ceiling_until_a_client_leaves(early_loop) -> None:
+    loop, first = early_loop
+    listener = loop.hub.listeners[0]
+    loop.fd_ceiling = 0  # every new client is over the ceiling
+    second = socket.create_connection(listener.getsockname())
+    third = socket.create_connection(listener.getsockname())
+    for _ in range(3):
+        loop.serve_ready()
+    assert len(loop.clients) == 2  # the second got in, then accepting paused
+    first.sendall(b"quit\r\n")
+    for _ in range(3):
+        loop.serve_ready()
+    assert len(loop.clients) == 2  # the first left, the third got in
+    third.sendall(b"list-tube-used\r\n")
+    loop.serve_ready()
+    assert _recv_now(third) == b"USING default\r\n"
+    second.close()
+    third.close()

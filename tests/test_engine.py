@@ -76,7 +76,9 @@ def test_ttr_minimum_is_one_second() -> None:
     e = Engine()
     c = e.new_client()
     job = put(e, c, ttr=0)
-    assert job.ttr == NS
+    assert job.ttr == 1
+    reserved = e.reserve(c, -1, 0)
+    assert reserved is not None and job.deadline == NS
 
 
 def test_touch_moves_deadline() -> None:
@@ -332,3 +334,14 @@ def test_many_jobs_stay_fast_paths() -> None:
         last = key
         e.delete(c, job.id)
     assert not e.jobs
+
+
+def test_job_counters_are_allocated_only_when_one_changes() -> None:
+    e = Engine()
+    c = e.new_client()
+    waiting = put(e, c)
+    handled = put(e, c)
+    assert e.reserve(c, -1, 0) is not None
+    assert e.release(c, waiting.id, 5, 0, 0)
+    assert waiting.counts is not None and handled.counts is None  # memory: see Job
+    assert (waiting.reserve_ct, waiting.release_ct, handled.reserve_ct) == (1, 1, 0)
