@@ -75,6 +75,7 @@ class Connection:
             "reply": self._on_reply,
             "count": self._on_count,
             "put": self._on_put,
+            "put-job": self._on_put_job,
             "body": self._on_body,
             "body-bad-crlf": self._on_bad_body,
             "peek": self._on_peek,
@@ -190,12 +191,18 @@ class Connection:
     def _on_count(self, request: tuple, now: int) -> None:
         self.engine.count(request[1])
 
-    def _on_put(self, request: tuple, now: int) -> None:
+    def _begin_put(self) -> int:
+        """A put header was read: count it and take its id (used even if the put fails)."""
         engine = self.engine
         engine.count("put")
-        engine.set_producer(self.client)
+        client = self.client
+        if not client.producer:
+            engine.set_producer(client)
+        return engine.allocate_id()
+
+    def _on_put(self, request: tuple, now: int) -> None:
         _, pri, delay, ttr, size = request
-        self._put = (engine.allocate_id(), pri, delay, ttr)
+        self._put = (self._begin_put(), pri, delay, ttr)
         body = self.parser.take_body(size)
         if body is not None:
             if body[0] == "body":
@@ -203,15 +210,22 @@ class Connection:
             else:
                 self._on_bad_body(body, now)
 
+    def _on_put_job(self, request: tuple, now: int) -> None:
+        _, pri, delay, ttr, body = request
+        self._store(self._begin_put(), pri, delay, ttr, body, now)
+
     def _on_body(self, request: tuple, now: int) -> None:
         job_id, pri, delay, ttr = self._put  # type: ignore[misc]
         self._put = None
+        self._store(job_id, pri, delay, ttr, request[1], now)
+
+    def _store(self, job_id: int, pri: int, delay: int, ttr: int, body: bytes, now: int) -> None:
         engine = self.engine
         if engine.draining:
             self._send(DRAINING)
             return
         try:
-            engine.put(self.client, job_id, pri, delay, ttr, request[1], now)
+            engine.put(self.client, job_id, pri, delay, ttr, body, now)
         except BinlogError:
             self._send(OUT_OF_MEMORY)  # not stored; the id stays used
             return

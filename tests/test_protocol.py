@@ -176,13 +176,34 @@ def test_long_line_is_not_buffered() -> None:
 
 
 def test_put_body_and_crlf() -> None:
-    assert requests(b"put 1 2 3 3\r\nabc\r\n") == [("put", 1, 2, 3, 3), ("body", b"abc\r\n")]
-    assert requests(b"put 0 0 1 0\r\n\r\n") == [("put", 0, 0, 1, 0), ("body", b"\r\n")]
+    # Header and body already buffered together: one request.
+    assert requests(b"put 1 2 3 3\r\nabc\r\n") == [("put-job", 1, 2, 3, b"abc\r\n")]
+    assert requests(b"put 0 0 1 0\r\n\r\n") == [("put-job", 0, 0, 1, b"\r\n")]
+    # Odd spacing takes the general path, with the same outcome.
+    assert requests(b"put 1  2 3 3\r\nabc\r\n") == [("put", 1, 2, 3, 3), ("body", b"abc\r\n")]
     assert requests(b"put 0 0 1 1\r\nxyz\r\n") == [
         ("put", 0, 0, 1, 1),
         ("body-bad-crlf",),
         UNKNOWN,  # "z" left over
     ]
+
+
+@pytest.mark.parametrize(
+    "data, max_job_size, first",
+    [
+        (b"put 0 0 1 3\r\nab", 65535, ("put", 0, 0, 1, 3)),  # body not all here yet
+        (b"put 0 0 1 1\r\nxy\r\n", 65535, ("put", 0, 0, 1, 1)),  # no CRLF after the body
+        (b"put 0 0 1 4\r\nabcd\r\n", 3, ("count", "put")),  # too big
+        (b"put 4294967296 0 1 1\r\nx\r\n", 65535, BAD),  # out of range
+        (b"put 0 0 1 1 \r\nx\r\n", 65535, ("reply", BAD_FORMAT, "put")),
+    ],
+)
+def test_put_fast_path_leaves_every_other_case_to_the_general_path(
+    data: bytes, max_job_size: int, first: tuple
+) -> None:
+    parser = Parser(max_job_size)
+    parser.feed(data)
+    assert parser.next_request() == first
 
 
 def test_bad_put_line_does_not_skip_body() -> None:

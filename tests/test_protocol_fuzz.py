@@ -217,6 +217,12 @@ def drain(parser: Parser) -> list[tuple]:
         request = parser.next_request()
         if request is None:
             return out
+        if request[0] == "put-job":
+            # The one-step form of a put whose body was already buffered:
+            # compared as the two steps it stands for.
+            _, pri, delay, ttr, body = request
+            out += [("put", pri, delay, ttr, len(body) - 2), ("body", body)]
+            continue
         out.append(request)
         if request[0] == "put":
             parser.expect_body(request[4])
