@@ -126,15 +126,18 @@ def latency(ctx: Ctx) -> dict:
     return {**out, "errors": _errors(phases), **_cpu(phases, ["latency"])}
 
 
-def idle(ctx: Ctx) -> dict:
-    phases = ctx.run([["-m", "idle", "-c", str(IDLE_CONNS), "-n", str(IDLE_TUBES), "-I", "64"]],
-                     ctx.timeout(2, 1))
-    setup, probe, active = phases["setup"], phases["probe"], phases["active"]
-    return {
-        "setup_conns_per_s": setup.rate, "conns_ok": setup.count, "setup_s": setup.secs,
-        **_lat(probe, "probe_"), "active_ops_per_s": active.rate, **_lat(active, "active_"),
-        "errors": _errors(phases), **_cpu(phases, ["active", "setup", "probe"]),
-    }
+def idle(conns: int) -> Callable[[Ctx], dict]:
+    def run(ctx: Ctx) -> dict:
+        phases = ctx.run([["-m", "idle", "-c", str(conns), "-n", str(IDLE_TUBES), "-I", "64"]],
+                         ctx.timeout(2, 1))
+        setup, probe, active = phases["setup"], phases["probe"], phases["active"]
+        return {
+            "setup_conns_per_s": setup.rate, "conns_ok": setup.count, "setup_s": setup.secs,
+            **_lat(probe, "probe_"), "active_ops_per_s": active.rate, **_lat(active, "active_"),
+            "errors": _errors(phases), **_cpu(phases, ["active", "setup", "probe"]),
+        }
+
+    return run
 
 
 def tubes(ctx: Ctx) -> dict:
@@ -197,9 +200,12 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              throughput=("jobs_per_s",), latency=("p50_us", "p99_us")),
     Workload("latency", latency, "1 connection: put, reserve, delete, one at a time",
              throughput=("ops_per_s",), latency=("p50_us", "p99_us", "p999_us")),
-    Workload("idle-2000", idle, "2,000 connections: set-up, a probe while idle, all active",
+    Workload("idle-2000", idle(IDLE_CONNS), "2,000 connections: set-up, a probe while idle, all active",
              throughput=("setup_conns_per_s", "active_ops_per_s"),
              latency=("probe_p50_us", "probe_p99_us", "active_p50_us")),
+    Workload("idle-5000", idle(5000), "idle-2000 with 5,000 connections: must work with no errors",
+             throughput=("setup_conns_per_s", "active_ops_per_s"),
+             latency=("probe_p50_us", "active_p50_us")),
     Workload("tubes-10000", tubes, "10,000 tubes: create, put to random tubes, drain all",
              throughput=("create_tubes_per_s", "put_ops_per_s", "drain_jobs_per_s"),
              latency=("put_p50_us", "drain_p50_us")),
@@ -229,13 +235,16 @@ METRICS: dict[str, list[Metric]] = {
                 Metric("put_p50_us", "put p50 us", "lower", "latency"),
                 Metric("reserve_p50_us", "reserve p50 us", "lower", "latency"),
                 Metric("delete_p50_us", "delete p50 us", "lower", "latency")],
-    "idle-2000": [Metric("setup_conns_per_s", "set-up conns/s", "higher", "setup"),
+    "idle-2000": (_IDLE := [
+                  Metric("setup_conns_per_s", "set-up conns/s", "higher", "setup"),
+                  Metric("conns_ok", "connections open", "higher", "setup"),
                   Metric("probe_p50_us", "idle probe p50 us", "lower", "probe"),
                   Metric("probe_p99_us", "idle probe p99 us", "lower", "probe"),
                   Metric("probe_p999_us", "idle probe p999 us", "lower", "probe"),
                   Metric("active_ops_per_s", "all active puts/s", "higher", "active"),
                   Metric("active_p50_us", "active p50 us", "lower", "active"),
-                  Metric("active_p99_us", "active p99 us", "lower", "active")],
+                  Metric("active_p99_us", "active p99 us", "lower", "active")]),
+    "idle-5000": _IDLE,
     "tubes-10000": [Metric("create_tubes_per_s", "create tubes/s", "higher", "create"),
                     Metric("put_ops_per_s", "random-tube puts/s", "higher", "put"),
                     Metric("put_p50_us", "put p50 us", "lower", "put"),
