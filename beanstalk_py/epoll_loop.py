@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 RECV_SIZE = 65536
 _IN = select.EPOLLIN | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT
+_READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 # Longest time the loop waits in its own epoll before waiting through trio.
 _SPIN_WAIT_NS = 2_000_000
 _YIELD_EVERY_NS = 1_000_000
@@ -185,7 +186,7 @@ class EpollLoop:
                 continue
             if mask & _OUT:
                 self.flush(client)
-            if mask & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+            if mask & _READABLE:
                 if client.dead:
                     continue
                 try:
