@@ -361,14 +361,14 @@ def test_internal_error_costs_one_connection_not_the_server(monkeypatch) -> None
     """An unexpected exception while serving a client closes that client only."""
     port = free_port()
     # Make `stats-job 999` raise inside the daemon via a sitecustomize-free hook:
-    # start the daemon in a wrapper that patches Connection._on_stats_job.
+    # start the daemon in a wrapper that patches the stats-job handler.
     code = (
         "import sys; from beanstalk_py import conn; "
-        "orig = conn.Connection._on_stats_job\n"
+        "orig = conn._HANDLERS['stats-job']\n"
         "def boom(self, request, now):\n"
         "    if request[1] == 999: raise RuntimeError('injected')\n"
         "    return orig(self, request, now)\n"
-        "conn.Connection._on_stats_job = boom\n"
+        "conn._HANDLERS['stats-job'] = boom\n"
         "from beanstalk_py.main import main; sys.exit(main(sys.argv[1:]))"
     )
     for io_mode in ("epoll", "tasks"):
