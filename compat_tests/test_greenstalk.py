@@ -299,7 +299,7 @@ def test_jobs_go_to_the_used_tube_and_come_from_watched_ones(server: Daemon) -> 
 
 def test_tube_is_freed_when_unused(server: Daemon) -> None:
     with client(server) as observer:
-        with client(server, use="ephemeral") as c:
+        with client(server, use="ephemeral"):
             assert "ephemeral" in observer.tubes()
             assert observer.stats_tube("ephemeral")["current-using"] == 1
         assert wait_for(lambda: "ephemeral" not in observer.tubes())
