@@ -58,8 +58,36 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _exit_now(_signum: int, _frame: object) -> None:
-    raise SystemExit(0)
+class _Stopped(Exception):
+    """SIGTERM or SIGINT arrived during start-up: exit 0 without serving on."""
+
+
+class _EarlySignals:
+    """Signals that arrive before the server's signal task takes over.
+
+    The handlers only take note, and start-up acts on them where an
+    exception is safe.  A handler that raised SystemExit itself could land
+    anywhere, and was seen landing in an importlib weakref callback, where
+    Python prints the exception and drops it: the daemon then ran on after
+    SIGTERM (1 start in 60 with a client served during start-up).
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.drain = False
+        self.engine: Optional[object] = None
+
+    def note(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGUSR1:
+            self.drain = True  # one way, as in beanstalkd
+            if self.engine is not None:
+                self.engine.draining = True  # type: ignore[attr-defined]
+        else:
+            self.stop = True
+
+    def check(self) -> None:
+        if self.stop:
+            raise _Stopped
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -73,13 +101,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         opts = parse_args(args, inherited_socket=inherited is not None)
     except UsageExit as exc:
         return int(exc.code or 0)
-    early_drain: list[bool] = []
-    # Until the server's signal task runs, these plain handlers keep an early
+    # Until the server's signal task runs, these handlers keep an early
     # SIGUSR1 from killing the process (its default action) and make an early
-    # SIGTERM/SIGINT exit cleanly as later ones do.
-    signal.signal(signal.SIGUSR1, lambda _sig, _frame: early_drain.append(True))
-    signal.signal(signal.SIGTERM, _exit_now)
-    signal.signal(signal.SIGINT, _exit_now)
+    # SIGTERM/SIGINT exit cleanly (status 0) as later ones do.
+    early = _EarlySignals()
+    for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, early.note)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if opts.verbose:
         print(f"pid {os.getpid()}", flush=True)
@@ -103,17 +130,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .stats import ServerInfo
 
     engine = Engine(max_job_size=opts.max_job_size)
-    signal.signal(signal.SIGUSR1, lambda _sig, _frame: setattr(engine, "draining", True))
-    if early_drain:
-        engine.draining = True
-    if opts.user:
-        # Imported before dropping privileges: the new user may not be able
-        # to read the Python installation.  No serving until then.
-        __import__("trio")
-
-        drop_privileges(opts.user)
+    engine.draining = early.drain
+    early.engine = engine
     wal = None
     try:
+        if opts.user:
+            # Imported before dropping privileges: the new user may not be able
+            # to read the Python installation.  No serving until then.
+            __import__("trio")
+
+            drop_privileges(opts.user)
+        early.check()
         if opts.binlog_dir is not None:
             # As beanstalkd: after binding and dropping privileges, before serving.
             wal = open_binlog(opts, engine)
@@ -129,22 +156,25 @@ def main(argv: Optional[list[str]] = None) -> int:
             soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             if soft != resource.RLIM_INFINITY:
                 early_loop.fd_ceiling = max(soft - 32, soft // 2)
-            import_while_serving(early_loop.serve_ready, ["trio", "beanstalk_py.server"])
+            serve = early_loop.serve_ready
+
+            def serve_unless_stopped() -> None:
+                early.check()
+                serve()
+
+            import_while_serving(serve_unless_stopped, ["trio", "beanstalk_py.server"])
             hub.close_spare()  # the server holds its own
         import trio
 
         from .server import Server
 
-        server = Server(engine, info, [sock], verbose=opts.verbose, epoll_loop=early_loop)
+        server = Server(engine, info, [sock], verbose=opts.verbose, epoll_loop=early_loop,
+                        stop_requested=lambda: early.stop)
         tune_gc()
+        early.check()
         trio.run(server.run)
-    except BaseExceptionGroup as group:
-        # A SIGTERM/SIGINT that lands after trio.run started but before the
-        # server's signal task took over goes through _exit_now, and trio
-        # wraps its SystemExit in a group: that is still a clean stop.
-        _exits, rest = group.split(SystemExit)
-        if rest is not None:
-            raise
+    except _Stopped:
+        return 0
     except _BinlogFailed as failed:
         return failed.status
     finally:

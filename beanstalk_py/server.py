@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import signal
 import socket
-from typing import Optional
+from typing import Callable, Optional
 
 import trio
 
@@ -62,8 +62,11 @@ class Server(Hub):
         verbose: int = 0,
         io_mode: Optional[str] = None,
         epoll_loop: Optional[EpollLoop] = None,
+        stop_requested: Optional[Callable[[], bool]] = None,
     ) -> None:
         super().__init__(engine, info, listeners, verbose)
+        # Whether SIGTERM/SIGINT already arrived, before the signal task ran.
+        self._stop_requested = stop_requested or (lambda: False)
         self._timer_scope: Optional[trio.CancelScope] = None
         self._timer_at: Optional[int] = None
         self.stopped_by: Optional[int] = None
@@ -96,6 +99,9 @@ class Server(Hub):
     async def _signals(self, cancel_scope: trio.CancelScope) -> None:
         wanted = [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT]
         with trio.open_signal_receiver(*wanted) as signals:
+            if self._stop_requested():
+                cancel_scope.cancel()
+                return
             async for signum in signals:
                 if signum == signal.SIGUSR1:
                     self.engine.draining = True  # one way, as in beanstalkd
