@@ -143,31 +143,52 @@ def test_stats_host_fields_quoted(daemon: Daemon) -> None:
 # ----------------------------------------------------------------- difference 5
 
 
-def test_ttr_expiry_always_happens(daemon: Daemon) -> None:
-    """Twenty idle workers each hold a ttr-1 job; every job must come back."""
-    observer = connect(daemon)
-    workers = [connect(daemon) for _ in range(20)]
-    for n, worker in enumerate(workers, 1):
+def _hold_until_expired(daemon: Daemon, observer: Wire, first_id: int, count: int,
+                        workers: list) -> list:
+    """``count`` idle workers each reserve a ttr-1 job; returns the jobs not released.
+
+    Released jobs are deleted and the workers stay connected (in ``workers``),
+    so a later round reserves only its own jobs.
+    """
+    new = [connect(daemon) for _ in range(count)]
+    workers += new
+    for n, worker in enumerate(new, first_id):
         assert observer.one(b"put 0 0 1 1\r\nx\r\n") == b"INSERTED %d\r\n" % n
         assert worker.one(b"reserve\r\n") == b"RESERVED %d 1\r\nx\r\n" % n
         time.sleep(0.003)  # spread the deadlines over different timer ticks
     time.sleep(1.4)
     lost = []
-    for n in range(1, len(workers) + 1):
+    for n in range(first_id, first_id + count):
         fields = yaml_fields(observer.one(b"stats-job %d\r\n" % n))
         if fields["state"] != "ready":
             lost.append((n, fields["state"], fields["time-left"]))
         else:
             assert fields["timeouts"] == "1"
+            assert observer.one(b"delete %d\r\n" % n) == b"DELETED\r\n"
+    return lost
+
+
+def test_ttr_expiry_always_happens(daemon: Daemon) -> None:
+    """Twenty idle workers each hold a ttr-1 job; every job must come back.
+
+    The reference loses some 10-30% of such expiries; it gets up to three
+    rounds of twenty to show it (all three without a loss: about 1 in 10^6).
+    """
+    observer = connect(daemon)
+    workers: list = []
     if is_py(daemon):
-        assert lost == []
+        assert _hold_until_expired(daemon, observer, 1, 20, workers) == []
         assert yaml_fields(observer.one(b"stats\r\n"))["job-timeouts"] == "20"
-    elif not lost:
-        pytest.skip("the reference expired every TTR this time (its bug hits ~10-30% of expiries)")
+        return
+    for round_ in range(3):
+        lost = _hold_until_expired(daemon, observer, 1 + 20 * round_, 20, workers)
+        if lost:
+            break
     else:
-        # The lost jobs stay reserved past their deadline (spec section 0 item 6);
-        # time-left is truncated toward zero, so it shows 0 for the first second.
-        assert all(state == "reserved" and int(left) <= 0 for _, state, left in lost), lost
+        pytest.skip("the reference expired every TTR in three rounds (its bug hits ~10-30% of expiries)")
+    # The lost jobs stay reserved past their deadline (spec section 0 item 6);
+    # time-left is truncated toward zero, so it shows 0 for the first second.
+    assert all(state == "reserved" and int(left) <= 0 for _, state, left in lost), lost
 
 
 # ----------------------------------------------------------------- difference 6
