@@ -380,6 +380,8 @@ class Parser:
         buf = self._buf
         state = self._state
         if state == _LINE:
+            if not buf:
+                return None  # the usual end of a batch: every command has run
             if buf.startswith(b"put "):
                 match = _PUT_FRAME.match(buf)
                 if match is not None:
