@@ -92,19 +92,17 @@ class EpollLoop:
 
         Used at start-up before trio runs (early.py); -f 0 fsyncs inline here.
         """
-        now = self.now_ns()
-        self.engine.tick(now)
-        self.hub.settle(now)
         events = self.epoll.poll(0)
         if events:
-            self._handle(events)
+            self._handle(events)  # runs due timers first
+        else:
+            now = self.now_ns()
+            self.engine.tick(now)
+            self.hub.settle(now)
         if self.dirty:
             if self._must_sync():
                 self.engine.wal.sync()
-            dirty = self.dirty
-            self.dirty = {}
-            for client in dirty:
-                self.flush(client)
+            self._send_dirty()
 
     def close(self) -> None:
         """Close every connection and the epoll set."""
@@ -158,10 +156,7 @@ class EpollLoop:
                     if self._must_sync():
                         await trio.to_thread.run_sync(engine.wal.sync)
                         last_yield = now_ns()
-                    dirty = self.dirty
-                    self.dirty = {}
-                    for client in dirty:
-                        self.flush(client)
+                    self._send_dirty()
                 # Let the timer and signal tasks run at least every millisecond.
                 if now_ns() - last_yield > _YIELD_EVERY_NS:
                     await trio.lowlevel.checkpoint()
@@ -211,6 +206,13 @@ class EpollLoop:
         dirty = self.dirty
         for client in touched:
             dirty[client] = None
+
+    def _send_dirty(self) -> None:
+        """Send the replies of every connection that has some, in order."""
+        dirty = self.dirty
+        self.dirty = {}
+        for client in dirty:
+            self.flush(client)
 
     def flush(self, client: _Client) -> None:
         """Send what the connection has; keep the rest for write readiness."""

@@ -223,6 +223,14 @@ _PUT = [Metric("puts_per_s", "puts/s", "higher", "put"), Metric("p50_us", "put p
 _PRD = [Metric("jobs_per_s", "jobs/s", "higher", "prd"), Metric("ops_per_s", "commands/s", "higher", "prd"),
         Metric("p50_us", "cmd p50 us", "lower", "prd"), Metric("p99_us", "cmd p99 us", "lower", "prd"),
         Metric("p999_us", "cmd p999 us", "lower", "prd")]
+_IDLE = [Metric("setup_conns_per_s", "set-up conns/s", "higher", "setup"),
+         Metric("conns_ok", "connections open", "higher", "setup"),
+         Metric("probe_p50_us", "idle probe p50 us", "lower", "probe"),
+         Metric("probe_p99_us", "idle probe p99 us", "lower", "probe"),
+         Metric("probe_p999_us", "idle probe p999 us", "lower", "probe"),
+         Metric("active_ops_per_s", "all active puts/s", "higher", "active"),
+         Metric("active_p50_us", "active p50 us", "lower", "active"),
+         Metric("active_p99_us", "active p99 us", "lower", "active")]
 METRICS: dict[str, list[Metric]] = {
     "put-pipelined-1": _PUT,
     "put-pipelined-50": _PUT,
@@ -235,15 +243,7 @@ METRICS: dict[str, list[Metric]] = {
                 Metric("put_p50_us", "put p50 us", "lower", "latency"),
                 Metric("reserve_p50_us", "reserve p50 us", "lower", "latency"),
                 Metric("delete_p50_us", "delete p50 us", "lower", "latency")],
-    "idle-2000": (_IDLE := [
-                  Metric("setup_conns_per_s", "set-up conns/s", "higher", "setup"),
-                  Metric("conns_ok", "connections open", "higher", "setup"),
-                  Metric("probe_p50_us", "idle probe p50 us", "lower", "probe"),
-                  Metric("probe_p99_us", "idle probe p99 us", "lower", "probe"),
-                  Metric("probe_p999_us", "idle probe p999 us", "lower", "probe"),
-                  Metric("active_ops_per_s", "all active puts/s", "higher", "active"),
-                  Metric("active_p50_us", "active p50 us", "lower", "active"),
-                  Metric("active_p99_us", "active p99 us", "lower", "active")]),
+    "idle-2000": _IDLE,
     "idle-5000": _IDLE,
     "tubes-10000": [Metric("create_tubes_per_s", "create tubes/s", "higher", "create"),
                     Metric("put_ops_per_s", "random-tube puts/s", "higher", "put"),
