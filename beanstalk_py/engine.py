@@ -138,14 +138,13 @@ class Engine:
         """A connection went away: its reserved jobs become ready again."""
         if client.waiting:
             self._stop_waiting(client)
-        touched: list[Tube] = []
+        # One job at a time, each offered to waiters as it comes back: the
+        # reference's enqueue_job runs its dispatch for every job it queues.
         for job in list(client.reserved):
             self._unreserve(client, job)
             self._make_ready(job)
             self._log_quietly(job)
-            touched.append(job.tube)
-        for tube in touched:
-            self._dispatch(tube, now)
+            self._dispatch(job.tube, now)
         for tube in list(client.watch):
             client.watch.remove(tube)
             tube.watching_ct -= 1
@@ -655,6 +654,7 @@ class Engine:
                     break
                 self._remove_buried(job)
                 self._make_ready(job)
+                self._dispatch(tube, now)  # each kicked job goes to waiters at once, as in 1.12
                 kicked += 1
         else:
             while kicked < bound and tube.delayed:
@@ -663,9 +663,8 @@ class Engine:
                     break
                 self._remove_delayed(job)
                 self._make_ready(job)
+                self._dispatch(tube, now)
                 kicked += 1
-        if kicked:
-            self._dispatch(tube, now)
         return kicked
 
     def kick_job(self, job_id: int, now: int) -> bool:
