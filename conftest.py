@@ -1,4 +1,13 @@
-"""Fixtures shared by tests/ and compat_tests/: real daemons on free loopback ports."""
+"""Fixtures shared by tests/ and compat_tests/: real daemons on loopback ports.
+
+``start_beanstalk_py`` and ``start_reference`` hand each daemon a listening
+socket the test process bound itself (systemd socket activation: the socket
+is the child's fd 3, with ``LISTEN_FDS=1`` and ``LISTEN_PID`` its own pid;
+beanstalkd 1.12 and beanstalk-py both take it).  No port is ever chosen, freed
+and bound again, so two daemons started at the same moment (the differential
+tests start a pair) can never end up on the same port.  ``free_port`` remains
+for the tests that pass ``-l``/``-p`` themselves.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +25,52 @@ import pytest
 
 REFERENCE_BINARY = shutil.which("beanstalkd")
 
+# Tests that start daemons or run the benchmark harness carry these markers
+# (by path, see pytest_collection_modifyitems), so the sans-IO unit tests run
+# alone with:  pytest -m "not daemon and not bench and not slow"
+DAEMON_FILES = {"test_server.py", "test_binlog_daemon.py"}
+BENCH_FILES = {"test_bench_smoke.py"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        path = item.path
+        if path.name in BENCH_FILES:
+            item.add_marker(pytest.mark.bench)
+        elif path.parent.name == "compat_tests" or path.name in DAEMON_FILES:
+            item.add_marker(pytest.mark.daemon)
+
 
 def free_port() -> int:
+    """A port that was free a moment ago (racy: prefer ``listening_socket``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to a fresh port and already listening."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.bind((host, 0))
+    sock.listen(1024)
+    return sock
+
+
+# Run by /bin/sh in the child: the listening socket arrives as stdin (the only
+# descriptor Popen can place without a preexec_fn, which is unsafe while other
+# threads run); move it to fd 3, and exec the daemon with LISTEN_PID = $$,
+# which exec keeps as the daemon's pid (and Popen.pid).
+_ACTIVATE = 'exec 3<&0 0</dev/null; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+
+
 @dataclass
 class Daemon:
-    """A server process we started; stopped by PID when the test ends."""
+    """A server process we started; stopped by PID when the test ends.
+
+    With ``listener`` set, ``start`` passes that socket to the daemon by socket
+    activation (and ``port`` is the socket's); otherwise ``argv`` says where
+    to listen and ``port``/``unix_path`` must match it.
+    """
 
     argv: list[str]
     host: str = "127.0.0.1"
@@ -33,6 +78,7 @@ class Daemon:
     unix_path: Optional[str] = None
     proc: Optional[subprocess.Popen] = None
     env: dict = field(default_factory=dict)
+    listener: Optional[socket.socket] = None
 
     @property
     def address(self):
@@ -40,26 +86,51 @@ class Daemon:
 
     def start(self, timeout: float = 10.0) -> "Daemon":
         env = dict(os.environ, **self.env)
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-        )
+        argv, stdin = self.argv, None
+        if self.listener is not None:
+            self.host, self.port = self.listener.getsockname()[:2]
+            argv = ["/bin/sh", "-c", _ACTIVATE, "sh", *self.argv]
+            env["LISTEN_FDS"] = "1"
+            stdin = self.listener
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            )
+        finally:
+            if self.listener is not None:
+                self.listener.close()  # the daemon holds the only copy now
+                self.listener = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
                 raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {err!r}")
             try:
-                # Wait for an answer, not just a connection: the socket is
-                # bound (and accepts into its backlog) before the server runs.
-                with self.connect() as probe:
-                    probe.sendall(b"\r\n")  # UNKNOWN_COMMAND: moves no counter
-                    if probe.recv(64) == b"UNKNOWN_COMMAND\r\n":
-                        return self
+                if self._probe(deadline):
+                    return self
             except OSError:
                 pass
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"{self.argv} did not start listening")
+
+    def _probe(self, deadline: float) -> bool:
+        """One exchange that moves no counter, ended by `quit` and read to EOF.
+
+        An answer, not just a connection: the socket accepts into its backlog
+        before the server runs.  And the server's EOF, not just the answer:
+        the daemon counts the connection out (current-connections) before it
+        closes it, so the next `stats` of a test cannot still count the probe.
+        """
+        with self.connect() as probe:
+            probe.sendall(b"\r\nquit\r\n")  # UNKNOWN_COMMAND, then the server closes
+            reply = b""
+            while True:
+                probe.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = probe.recv(64)
+                if not chunk:
+                    return reply == b"UNKNOWN_COMMAND\r\n"
+                reply += chunk
 
     def connect(self) -> socket.socket:
         if self.unix_path:
@@ -87,16 +158,22 @@ def beanstalk_py_argv(port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "beanstalk_py", "-l", "127.0.0.1", "-p", str(port), *extra]
 
 
+def _check_no_address(extra: tuple[str, ...]) -> None:
+    if any(arg.startswith(("-l", "-p")) for arg in extra):
+        raise ValueError("start_*() choose the address; build a Daemon for -l/-p")
+
+
 def start_beanstalk_py(*extra: str) -> Daemon:
-    port = free_port()
-    return Daemon(beanstalk_py_argv(port, *extra), port=port).start()
+    _check_no_address(extra)
+    argv = [sys.executable, "-m", "beanstalk_py", *extra]
+    return Daemon(argv, listener=listening_socket()).start()
 
 
 def start_reference(*extra: str) -> Daemon:
     if REFERENCE_BINARY is None:
         pytest.skip("beanstalkd is not installed (apt-get install -y beanstalkd); .ci/run installs it")
-    port = free_port()
-    return Daemon([REFERENCE_BINARY, "-l", "127.0.0.1", "-p", str(port), *extra], port=port).start()
+    _check_no_address(extra)
+    return Daemon([REFERENCE_BINARY, *extra], listener=listening_socket()).start()
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
-"""The queue engine: tubes, jobs, reservations and timers, with no I/O.
+"""The in-memory store: tubes, jobs, reservations and timers, with no I/O.
 
-Every method that depends on time takes ``now`` (integer nanoseconds from any
-monotonic clock), so tests drive a 60-second TTR without sleeping.  A blocked
-reserve is engine state: the client is parked as a waiter with a deadline, and
-when a job arrives the engine reserves it for the oldest eligible waiter and
-appends ``(client, outcome)`` to :attr:`Engine.completed` for the I/O layer to
-deliver.  The engine never formats protocol bytes.
+It implements :class:`~.store.Store`, the command-level seam the protocol
+layer calls.  Every method that depends on time takes ``now`` (integer
+nanoseconds from any monotonic clock), so tests drive a 60-second TTR
+without sleeping.  A blocked reserve is engine state: the session is parked
+as a waiter with a deadline, and when a job arrives the engine reserves it
+for the oldest eligible waiter and queues ``(owner, outcome)`` for
+:meth:`Engine.take_completed`.  The engine never formats protocol bytes.
 
 Costs do not grow with what is idle: per-tube queues are sorted containers
 (O(log n)), all timers (delays, TTRs, reserve timeouts, deadline-soon
@@ -13,103 +14,71 @@ warnings, pauses) live in one sorted list, and a reserve by a client watching
 many tubes walks an index of tubes that have reservable jobs instead of its
 whole watch list.
 
-Durability: with a write-ahead log attached (:attr:`Engine.wal`, a
-:class:`~.binlog.Binlog` or anything with its ``append_*`` methods), every
-change of a job's durable state is logged *before* the engine changes its
-memory, so before the caller can answer.  A :class:`~.binlog.BinlogError`
-from the log leaves the job exactly as it was and propagates to the caller
-(put, delete, release, bury), so the command fails and nothing acknowledged
-is lost; kick stops at the first job it cannot log.  reserve-job of a
-buried or delayed job is logged too (so that the job comes back ready) and
-fails the same way.  Changes that no reply acknowledges (a TTR running out,
-a connection closing) are logged on a best-effort basis: a failure only
-loses counters.  Reserve and touch are not logged: a reserved job comes back
-ready after a restart.
+Durability: with a write-ahead log attached (:meth:`Engine.attach_wal`, any
+:class:`~.wal.WriteAheadLog`), every change of a job's durable state is
+logged *before* the engine changes its memory, so before the caller can
+answer.  A :class:`~.wal.WalError` from the log leaves the job exactly as it
+was and propagates to the caller (put, delete, release, bury), so the command
+fails and nothing acknowledged is lost; kick stops at the first job it cannot
+log.  reserve-job of a buried or delayed job is logged too (so that the job
+comes back ready) and fails the same way.  Changes that no reply acknowledges
+(a TTR running out, a connection closing) are logged on a best-effort basis:
+a failure only loses counters.  Reserve and touch are not logged: a reserved
+job comes back ready after a restart.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Protocol
 
-from sortedcontainers import SortedList
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
-from .binlog import BinlogError
 from .job import BURIED, DELAYED, READY, RESERVED, URGENT_THRESHOLD, Job, ready_key
+from .session import MemorySession, Timer
+from .stats import COUNTED_COMMANDS, Kind, Stat, job_stats, tube_stats, wal_stats
+from .store import DEADLINE_SOON, NOT_IGNORED, TIMED_OUT, Cursor, Outcome, SessionOwner, Store
 from .swaplist import SwapList
 from .tube import Tube
+from .wal import NO_DURABILITY, Durability, WalError, WriteAheadLog
 
 NS = 1_000_000_000
 SAFETY_MARGIN = NS  # DEADLINE_SOON is sent this long before a TTR ends
-
-# Outcomes of a reserve other than a job.
-TIMED_OUT = "TIMED_OUT"
-DEADLINE_SOON = "DEADLINE_SOON"
-NOT_IGNORED = -1
 
 # Timer kinds.
 _T_DELAY, _T_TTR, _T_SOON, _T_TIMEOUT, _T_UNPAUSE = range(5)
 
 # A client watching more tubes than this waits in one engine-wide list
 # instead of registering with each tube, so blocking costs O(1) per tube
-# change rather than O(watched tubes).
+# change rather than O(watched tubes).  (A design bound, not a measured
+# optimum: the per-tube registration is cheaper for the usual 1-3 tubes.)
 WIDE_WATCH = 32
 
-Outcome = Union[Job, str]
-
-
-class Client:
-    """What the engine knows of one connection: its tubes, jobs and wait."""
-
-    __slots__ = (
-        "use",
-        "watch",
-        "reserved",
-        "producer",
-        "worker",
-        "waiting",
-        "wait_seq",
-        "wide",
-        "timeout_timer",
-        "soon_timer",
-        "owner",
-    )
-
-    def __init__(self, default: Tube) -> None:
-        self.use = default
-        self.watch: SwapList[Tube] = SwapList()
-        self.watch.append(default)
-        self.reserved: dict[Job, None] = {}
-        self.producer = False
-        self.worker = False
-        self.waiting = False
-        self.wait_seq = 0
-        self.wide = False
-        self.timeout_timer: Optional[tuple] = None
-        self.soon_timer: Optional[tuple] = None
-        self.owner: Any = None  # the I/O layer's connection object
+__all__ = ["DEADLINE_SOON", "NOT_IGNORED", "TIMED_OUT", "NS", "WIDE_WATCH", "Engine"]
 
 
 class Engine:
-    """All queue state of one server."""
+    """All queue state of one server: the in-memory :class:`~.store.Store`."""
 
     def __init__(self, max_job_size: int = 65535) -> None:
         self.max_job_size = max_job_size
-        self.wal: Any = None  # the write-ahead log, or None (no -b)
+        self.wal: Optional[WriteAheadLog] = None  # the write-ahead log (-b), or None
+        self._durability: Durability = NO_DURABILITY
         self.jobs: dict[int, Job] = {}
         self.tubes: dict[bytes, Tube] = {}
-        self.tube_list: SwapList[Tube] = SwapList()
+        self.tube_list: SwapList[Tube] = SwapList()  # in the reference's list order
         self.default = self._find_or_make(b"default")
         self.next_id = 1
-        self.draining = False
-        self.timers: SortedList = SortedList()
+        self._draining = False
+        self.timers: SortedList = SortedList()  # of Timer tuples, earliest first
         self._timer_seq = 0
+        self._bury_seq = 0
         # Index of tubes with a reservable head job: head ready_key -> tube.
         self._ready_index: SortedList = SortedList()
         self._index_tube: dict[int, Tube] = {}
-        self.wide_waiters: OrderedDict[Client, None] = OrderedDict()
+        self.wide_waiters: OrderedDict[MemorySession, None] = OrderedDict()
         self._wait_seq = 0
-        self.completed: list[tuple[Client, Outcome]] = []
+        self._completed: list[tuple[SessionOwner, Outcome]] = []
         # Counters shown by `stats`.
         self.cmd_counts: dict[str, int] = {}
         self.ready_ct = 0
@@ -124,51 +93,72 @@ class Engine:
         self.producer_ct = 0
         self.worker_ct = 0
 
-    # ------------------------------------------------------------------ clients
+    # ------------------------------------------------------------------ durability
 
-    def new_client(self) -> Client:
-        client = Client(self.default)
+    def attach_wal(self, wal: WriteAheadLog, durability: Durability) -> None:
+        """Log every durable change to ``wal`` from now on (after :meth:`restore`)."""
+        self.wal = wal
+        self._durability = durability
+        wal.bind(self.jobs)
+
+    @property
+    def durability(self) -> Durability:
+        return self._durability
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def drain(self) -> None:
+        self._draining = True
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(self, owner: SessionOwner) -> MemorySession:
+        session = MemorySession(owner, self.default)
         self.default.using_ct += 1
         self.default.watching_ct += 1
         self.conn_ct += 1
         self.total_conn_ct = (self.total_conn_ct + 1) & 0xFFFFFFFF
-        return client
+        return session
 
-    def close_client(self, client: Client, now: int) -> None:
+    def close_session(self, session: MemorySession, now: int) -> None:
         """A connection went away: its reserved jobs become ready again."""
-        if client.waiting:
-            self._stop_waiting(client)
+        if session.waiting:
+            self._stop_waiting(session)
         # One job at a time, each offered to waiters as it comes back: the
         # reference's enqueue_job runs its dispatch for every job it queues.
-        for job in list(client.reserved):
-            self._unreserve(client, job)
+        for job in list(session.reserved):
+            self._unreserve(session, job)
             self._make_ready(job)
             self._log_quietly(job)
             self._dispatch(job.tube, now)
-        for tube in list(client.watch):
-            client.watch.remove(tube)
+        for tube in list(session.watch):
+            session.watch.remove(tube)
             tube.watching_ct -= 1
             self._maybe_free(tube)
-        client.use.using_ct -= 1
-        self._maybe_free(client.use)
+        session.use.using_ct -= 1
+        self._maybe_free(session.use)
         self.conn_ct -= 1
-        if client.producer:
+        if session.producer:
             self.producer_ct -= 1
-        if client.worker:
+        if session.worker:
             self.worker_ct -= 1
 
-    def set_producer(self, client: Client) -> None:
-        if not client.producer:
-            client.producer = True
-            self.producer_ct += 1
-
-    def set_worker(self, client: Client) -> None:
-        if not client.worker:
-            client.worker = True
+    def _set_worker(self, session: MemorySession) -> None:
+        if not session.worker:
+            session.worker = True
             self.worker_ct += 1
 
-    def count(self, op: str) -> None:
-        self.cmd_counts[op] = self.cmd_counts.get(op, 0) + 1
+    def count(self, command: str) -> None:
+        counts = self.cmd_counts
+        counts[command] = counts.get(command, 0) + 1
+
+    def take_completed(self) -> list[tuple[SessionOwner, Outcome]]:
+        completed = self._completed
+        if completed:
+            self._completed = []
+        return completed
 
     # ------------------------------------------------------------------ tubes
 
@@ -195,32 +185,41 @@ class Engine:
             self.timers.remove(tube.pause_timer)
             tube.pause_timer = None
 
-    def use(self, client: Client, name: bytes) -> Tube:
+    def use(self, session: MemorySession, name: bytes) -> bytes:
         tube = self._find_or_make(name)
-        old = client.use
+        old = session.use
         old.using_ct -= 1
-        client.use = tube
+        session.use = tube
         tube.using_ct += 1
         if old is not tube:
             self._maybe_free(old)
-        return tube
+        return tube.name
 
-    def watch(self, client: Client, name: bytes) -> int:
+    def used_tube(self, session: MemorySession) -> bytes:
+        return session.use.name
+
+    def watched_tubes(self, session: MemorySession) -> list[bytes]:
+        return [tube.name for tube in session.watch.items]
+
+    def tube_names(self) -> list[bytes]:
+        return [tube.name for tube in self.tube_list.items]
+
+    def watch(self, session: MemorySession, name: bytes) -> int:
         tube = self._find_or_make(name)
-        if client.watch.append(tube):
+        if session.watch.append(tube):
             tube.watching_ct += 1
-        return len(client.watch)
+        return len(session.watch)
 
-    def ignore(self, client: Client, name: bytes) -> int:
+    def ignore(self, session: MemorySession, name: bytes) -> int:
         """Returns the watch count, or NOT_IGNORED for the last watched tube."""
         tube = self.tubes.get(name)
-        if tube is not None and tube in client.watch:
-            if len(client.watch) < 2:
+        if tube is not None and tube in session.watch:
+            if len(session.watch) < 2:
                 return NOT_IGNORED
-            client.watch.remove(tube)
+            session.watch.remove(tube)
             tube.watching_ct -= 1
             self._maybe_free(tube)
-        return len(client.watch)
+        return len(session.watch)
 
     def pause_tube(self, name: bytes, delay: int, now: int) -> bool:
         tube = self.tubes.get(name)
@@ -246,16 +245,16 @@ class Engine:
         self._reindex(tube)
         return True
 
-    def tube_waiting_count(self, tube: Tube) -> int:
+    def _waiting_on(self, tube: Tube) -> int:
         count = len(tube.waiters)
-        for client in self.wide_waiters:
-            if tube in client.watch:
+        for session in self.wide_waiters:
+            if tube in session.watch:
                 count += 1
         return count
 
     # ------------------------------------------------------------------ timers
 
-    def _add_timer(self, when: int, kind: int, obj: Any) -> tuple:
+    def _add_timer(self, when: int, kind: int, obj: object) -> Timer:
         self._timer_seq += 1
         entry = (when, self._timer_seq, kind, obj)
         self.timers.add(entry)
@@ -281,6 +280,7 @@ class Engine:
                 job = obj
                 job.timer = None
                 client = job.reserver
+                assert client is not None
                 self._unreserve(client, job)
                 job.timeout_ct += 1
                 self.timeout_ct += 1
@@ -293,7 +293,7 @@ class Engine:
                 client = obj
                 client.soon_timer = None
                 self._stop_waiting(client)
-                self.completed.append((client, DEADLINE_SOON))
+                self._completed.append((client.owner, DEADLINE_SOON))
             elif kind == _T_TIMEOUT:
                 client = obj
                 client.timeout_timer = None
@@ -301,7 +301,7 @@ class Engine:
                 # safety margin turns the timeout into DEADLINE_SOON.
                 soon = self._deadline_soon(client, now)
                 self._stop_waiting(client)
-                self.completed.append((client, DEADLINE_SOON if soon else TIMED_OUT))
+                self._completed.append((client.owner, DEADLINE_SOON if soon else TIMED_OUT))
             else:  # _T_UNPAUSE
                 tube: Tube = obj
                 tube.pause_timer = None
@@ -370,33 +370,35 @@ class Engine:
     def _make_buried(self, job: Job) -> None:
         job.state = BURIED
         job.reserver = None
-        job.tube.buried[job] = None
+        job.deadline = self._bury_seq  # the buried FIFO order (see job.bury_key)
+        self._bury_seq += 1
+        job.tube.buried.add(job)
         self.buried_ct += 1
 
     def _remove_buried(self, job: Job) -> None:
-        del job.tube.buried[job]
+        job.tube.buried.remove(job)
         self.buried_ct -= 1
 
-    def _reserve(self, client: Client, job: Job, now: int) -> None:
+    def _reserve(self, client: MemorySession, job: Job, now: int) -> None:
         job.state = RESERVED
         job.reserver = client
         job.reserve_ct += 1
         job.deadline = now + job.ttr * NS
-        job.tube.reserved_ct += 1
+        job.tube.reserved[job] = None
         self.reserved_ct += 1
         client.reserved[job] = None
         job.timer = self._add_timer(job.deadline, _T_TTR, job)
 
-    def _unreserve(self, client: Client, job: Job) -> None:
+    def _unreserve(self, client: MemorySession, job: Job) -> None:
         del client.reserved[job]
         job.reserver = None
-        job.tube.reserved_ct -= 1
+        del job.tube.reserved[job]
         self.reserved_ct -= 1
         if job.timer is not None:
             self.timers.remove(job.timer)
             job.timer = None
 
-    def _own_reserved(self, client: Client, job_id: int) -> Optional[Job]:
+    def _own_reserved(self, client: MemorySession, job_id: int) -> Optional[Job]:
         job = self.jobs.get(job_id)
         if job is not None and job.state == RESERVED and job.reserver is client:
             return job
@@ -404,7 +406,7 @@ class Engine:
 
     # ------------------------------------------------------------------ waiting
 
-    def _start_waiting(self, client: Client, timeout: int, now: int) -> None:
+    def _start_waiting(self, client: MemorySession, timeout: int, now: int) -> None:
         client.waiting = True
         self._wait_seq += 1
         client.wait_seq = self._wait_seq
@@ -420,7 +422,7 @@ class Engine:
             client.timeout_timer = self._add_timer(now + timeout * NS, _T_TIMEOUT, client)
         self._schedule_soon(client)
 
-    def _schedule_soon(self, client: Client) -> None:
+    def _schedule_soon(self, client: MemorySession) -> None:
         if client.soon_timer is not None:
             self.timers.remove(client.soon_timer)
             client.soon_timer = None
@@ -428,7 +430,7 @@ class Engine:
             soonest = min(job.deadline for job in client.reserved)
             client.soon_timer = self._add_timer(soonest - SAFETY_MARGIN, _T_SOON, client)
 
-    def _stop_waiting(self, client: Client) -> None:
+    def _stop_waiting(self, client: MemorySession) -> None:
         client.waiting = False
         self.waiting_ct -= 1
         if client.wide:
@@ -443,8 +445,8 @@ class Engine:
             self.timers.remove(client.soon_timer)
             client.soon_timer = None
 
-    def _oldest_waiter(self, tube: Tube) -> Optional[Client]:
-        best: Optional[Client] = None
+    def _oldest_waiter(self, tube: Tube) -> Optional[MemorySession]:
+        best: Optional[MemorySession] = None
         for client in tube.waiters:
             best = client
             break
@@ -466,16 +468,18 @@ class Engine:
             self._stop_waiting(client)
             self._remove_ready(job)
             self._reserve(client, job, now)
-            self.completed.append((client, job))
+            self._completed.append((client.owner, job))
 
-    def _best_ready_for(self, client: Client) -> Optional[Job]:
+    def _best_ready_for(self, client: MemorySession) -> Optional[Job]:
         watch = client.watch
         if len(watch) <= WIDE_WATCH:
             best: Optional[Tube] = None
+            best_key = 0
             for tube in watch.items:
                 key = tube.index_key
-                if key is not None and (best is None or key < best.index_key):  # type: ignore[operator]
+                if key is not None and (best is None or key < best_key):
                     best = tube
+                    best_key = key
             return best.ready[0] if best is not None else None
         index_tube = self._index_tube
         for key in self._ready_index:
@@ -484,7 +488,7 @@ class Engine:
                 return tube.ready[0]
         return None
 
-    def _deadline_soon(self, client: Client, now: int) -> bool:
+    def _deadline_soon(self, client: MemorySession, now: int) -> bool:
         if not client.reserved:
             return False
         soonest = min(job.deadline for job in client.reserved)
@@ -492,30 +496,36 @@ class Engine:
 
     # ------------------------------------------------------------------ commands
 
-    def allocate_id(self) -> int:
-        """Ids are taken when a put header parses, so failed puts use one up."""
+    def begin_put(self, session: MemorySession) -> int:
+        """A put header parsed: the client is a producer, and its id is taken
+        now, so a put that fails later (bad body, draining) uses one up, as in 1.12."""
+        if not session.producer:
+            session.producer = True
+            self.producer_ct += 1
         job_id = self.next_id
-        self.next_id += 1
+        self.next_id = job_id + 1
         return job_id
 
     def put(
         self,
-        client: Client,
+        session: MemorySession,
         job_id: int,
         pri: int,
         delay: int,
         ttr: int,
         body: bytes,
         now: int,
-    ) -> Job:
-        """Store a job in the client's used tube.  ``delay``/``ttr`` in seconds."""
-        tube = client.use
+    ) -> bool:
+        """Store a job in the session's used tube; False while draining."""
+        if self._draining:
+            return False
+        tube = session.use
         job = Job(job_id, pri, delay, max(ttr, 1), body, tube, now)
         if delay:
             job.state = DELAYED
             job.deadline = now + delay * NS
         if self.wal is not None:
-            self.wal.append_put(job)  # BinlogError: not stored (its id stays used)
+            self.wal.append_put(job)  # WalError: not stored (its id stays used)
         self.jobs[job_id] = job
         tube.total_jobs_ct += 1
         self.total_jobs_ct += 1
@@ -524,84 +534,88 @@ class Engine:
         else:
             self._make_ready(job)
             self._dispatch(tube, now)
-        return job
+        return True
 
-    def reserve(self, client: Client, timeout: int, now: int) -> Optional[Outcome]:
-        """A job, TIMED_OUT or DEADLINE_SOON now, or None: the client now waits.
+    def reserve(self, session: MemorySession, timeout: int, now: int) -> Optional[Outcome]:
+        """A job, TIMED_OUT or DEADLINE_SOON now, or None: the session now waits.
 
         ``timeout`` is in seconds; a negative value waits for ever.
         """
-        self.set_worker(client)
-        if client.reserved and self._deadline_soon(client, now):
-            if not any(tube.ready for tube in client.watch.items):
+        self._set_worker(session)
+        if session.reserved and self._deadline_soon(session, now):
+            if not any(tube.ready for tube in session.watch.items):
                 return DEADLINE_SOON
-        job = self._best_ready_for(client)
+        job = self._best_ready_for(session)
         if job is not None:
             self._remove_ready(job)
-            self._reserve(client, job, now)
+            self._reserve(session, job, now)
             return job
         if timeout == 0:
             # The reference answers a zero wait from its connection timer, which
             # checks the safety margin first: a held job inside it gives
             # DEADLINE_SOON even here (e.g. the only ready jobs are in a paused tube).
-            return DEADLINE_SOON if self._deadline_soon(client, now) else TIMED_OUT
-        self._start_waiting(client, timeout, now)
+            return DEADLINE_SOON if self._deadline_soon(session, now) else TIMED_OUT
+        self._start_waiting(session, timeout, now)
         return None
 
-    def cancel_wait(self, client: Client, notify: bool = True) -> None:
+    def cancel_wait(self, session: MemorySession, notify: bool = True) -> None:
         """The client half-closed while waiting: it gets TIMED_OUT.
 
         With ``notify=False`` the caller answers itself instead of through
-        :attr:`completed` (so the reply keeps its place among later ones).
+        :meth:`take_completed` (so the reply keeps its place among later ones).
         """
-        if client.waiting:
-            self._stop_waiting(client)
+        if session.waiting:
+            self._stop_waiting(session)
             if notify:
-                self.completed.append((client, TIMED_OUT))
+                self._completed.append((session.owner, TIMED_OUT))
 
-    def reserve_job(self, client: Client, job_id: int, now: int) -> Optional[Job]:
+    def reserve_job(self, session: MemorySession, job_id: int, now: int) -> Optional[Job]:
         job = self.jobs.get(job_id)
         if job is None or job.state == RESERVED:
             return None
         if job.state != READY and self.wal is not None:
             # Logged so that the job comes back ready, not buried or delayed,
-            # if the server stops while it is reserved.  BinlogError: the job
+            # if the server stops while it is reserved.  WalError: the job
             # stays as it was (a reserve of a ready job needs no record).
             self.wal.append_update(job, RESERVED, bump="reserve")
-        if job.state == READY:
-            self._remove_ready(job)
-        elif job.state == BURIED:
-            self._remove_buried(job)
-        else:
-            self._remove_delayed(job)
-        self.set_worker(client)
-        self._reserve(client, job, now)
+        self._unqueue(job)
+        self._set_worker(session)
+        self._reserve(session, job, now)
         return job
 
-    def delete(self, client: Client, job_id: int) -> bool:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return False
+    def _unqueue(self, job: Job) -> None:
+        """Take a ready, buried or delayed job out of its queue."""
         state = job.state
-        if state == RESERVED and job.reserver is not client:
-            return False
-        if self.wal is not None:
-            self.wal.append_delete(job)  # BinlogError: the job stays, unchanged
-        if state == RESERVED:
-            self._unreserve(client, job)
-        elif state == READY:
+        if state == READY:
             self._remove_ready(job)
         elif state == BURIED:
             self._remove_buried(job)
         else:
             self._remove_delayed(job)
-        job.tube.delete_ct += 1
-        del self.jobs[job_id]
-        self._maybe_free(job.tube)
+
+    def delete(self, session: MemorySession, job_id: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        if job.state == RESERVED and job.reserver is not session:
+            return False
+        self._delete(job)  # WalError: the job stays, unchanged
         return True
 
-    def release(self, client: Client, job_id: int, pri: int, delay: int, now: int) -> bool:
-        job = self._own_reserved(client, job_id)
+    def _delete(self, job: Job) -> None:
+        if self.wal is not None:
+            self.wal.append_delete(job)
+        if job.state == RESERVED:
+            assert job.reserver is not None
+            self._unreserve(job.reserver, job)
+        else:
+            self._unqueue(job)
+        job.tube.delete_ct += 1
+        del self.jobs[job.id]
+        self._maybe_free(job.tube)
+
+    def release(self, session: MemorySession, job_id: int, pri: int, delay: int, now: int) -> bool:
+        job = self._own_reserved(session, job_id)
         if job is None:
             return False
         if self.wal is not None:
@@ -610,7 +624,7 @@ class Engine:
                 job, DELAYED if delay else READY, pri, delay, now + delay * NS, bump="release"
             )
         job.release_ct += 1
-        self._unreserve(client, job)
+        self._unreserve(session, job)
         job.pri = pri
         job.delay = delay
         if delay:
@@ -620,20 +634,20 @@ class Engine:
             self._dispatch(job.tube, now)
         return True
 
-    def bury(self, client: Client, job_id: int, pri: int) -> bool:
-        job = self._own_reserved(client, job_id)
+    def bury(self, session: MemorySession, job_id: int, pri: int) -> bool:
+        job = self._own_reserved(session, job_id)
         if job is None:
             return False
         if self.wal is not None:
             self.wal.append_update(job, BURIED, pri, bump="bury")
         job.bury_ct += 1
-        self._unreserve(client, job)
+        self._unreserve(session, job)
         job.pri = pri
         self._make_buried(job)
         return True
 
-    def touch(self, client: Client, job_id: int, now: int) -> bool:
-        job = self._own_reserved(client, job_id)
+    def touch(self, session: MemorySession, job_id: int, now: int) -> bool:
+        job = self._own_reserved(session, job_id)
         if job is None:
             return False
         job.deadline = now + job.ttr * NS
@@ -642,29 +656,26 @@ class Engine:
         job.timer = self._add_timer(job.deadline, _T_TTR, job)
         return True
 
-    def kick(self, client: Client, bound: int, now: int) -> int:
+    def kick(self, session: MemorySession, bound: int, now: int) -> int:
         """Kick buried jobs of the used tube, or if it has none, delayed ones."""
-        tube = client.use
+        return self._kick(session.use, bound, now)
+
+    def kick_tube(self, name: bytes, bound: int, now: int) -> int:
+        tube = self.tubes.get(name)
+        return 0 if tube is None else self._kick(tube, bound, now)
+
+    def _kick(self, tube: Tube, bound: int, now: int) -> int:
+        queue = tube.buried if tube.buried else tube.delayed
         kicked = 0
-        if tube.buried:
-            while kicked < bound and tube.buried:
-                job = tube.first_buried()
-                assert job is not None
-                if not self._log_kick(job):
-                    break
-                self._remove_buried(job)
-                self._make_ready(job)
-                self._dispatch(tube, now)  # each kicked job goes to waiters at once, as in 1.12
-                kicked += 1
-        else:
-            while kicked < bound and tube.delayed:
-                job = tube.delayed[0]
-                if not self._log_kick(job):
-                    break
-                self._remove_delayed(job)
-                self._make_ready(job)
-                self._dispatch(tube, now)
-                kicked += 1
+        while kicked < bound and queue:
+            job = queue[0]
+            if not self._log_kick(job):
+                break
+            self._unqueue(job)
+            self._make_ready(job)
+            # Each kicked job goes to waiters at once, as 1.12's enqueue_job does.
+            self._dispatch(tube, now)
+            kicked += 1
         return kicked
 
     def kick_job(self, job_id: int, now: int) -> bool:
@@ -673,10 +684,7 @@ class Engine:
             return False
         if not self._log_kick(job):
             return False  # as the reference: NOT_FOUND when the log has no room
-        if job.state == BURIED:
-            self._remove_buried(job)
-        else:
-            self._remove_delayed(job)
+        self._unqueue(job)
         self._make_ready(job)
         self._dispatch(job.tube, now)
         return True
@@ -686,7 +694,7 @@ class Engine:
         if self.wal is not None:
             try:
                 self.wal.append_update(job, READY, bump="kick")
-            except BinlogError:
+            except WalError:
                 return False
         job.kick_ct += 1
         return True
@@ -696,17 +704,160 @@ class Engine:
         if self.wal is not None:
             try:
                 self.wal.append_update(job)
-            except BinlogError:
+            except WalError:
                 pass
 
-    # ------------------------------------------------------------------ durability
+    # ------------------------------------------------------------------ reading
 
-    def attach_wal(self, wal: Any) -> None:
-        """Log every durable change to ``wal`` from now on (after :meth:`restore`)."""
-        self.wal = wal
-        wal.bind(self.jobs)
+    def peek(self, job_id: int) -> Optional[Job]:
+        return self.jobs.get(job_id)
 
-    def restore(self, records: Iterable[Any], next_id: int, now: int, wall_now: int) -> None:
+    def peek_tube(self, name: bytes, state: str) -> Optional[Job]:
+        tube = self.tubes.get(name)
+        if tube is None:
+            return None
+        queue = tube.ready if state == READY else tube.delayed if state == DELAYED else tube.buried
+        return queue[0] if queue else None
+
+    def job_stats(self, job_id: int, now: int) -> Optional[list[Stat]]:
+        job = self.jobs.get(job_id)
+        return None if job is None else job_stats(job, now)
+
+    def tube_stats(self, name: bytes, now: int) -> Optional[list[Stat]]:
+        tube = self.tubes.get(name)
+        return None if tube is None else tube_stats(tube, self._waiting_on(tube), now)
+
+    def delayed_count(self) -> int:
+        return sum(len(tube.delayed) for tube in self.tube_list.items)
+
+    def snapshot(self, now: int) -> list[Stat]:
+        """The store's part of `stats` (the process facts come from stats.server_stats)."""
+        counts = self.cmd_counts
+        gauge, counter = Kind.GAUGE, Kind.COUNTER
+        out = [
+            Stat("current-jobs-urgent", self.urgent_ct, gauge),
+            Stat("current-jobs-ready", self.ready_ct, gauge),
+            Stat("current-jobs-reserved", self.reserved_ct, gauge),
+            Stat("current-jobs-delayed", self.delayed_count(), gauge),
+            Stat("current-jobs-buried", self.buried_ct, gauge),
+        ]
+        out.extend(Stat(f"cmd-{name}", counts.get(name, 0), counter) for name in COUNTED_COMMANDS)
+        out += [
+            Stat("job-timeouts", self.timeout_ct, counter),
+            Stat("total-jobs", self.total_jobs_ct, counter),
+            Stat("max-job-size", self.max_job_size, Kind.INFO),
+            Stat("current-tubes", len(self.tubes), gauge),
+            Stat("current-connections", self.conn_ct, gauge),
+            Stat("current-producers", self.producer_ct, gauge),
+            Stat("current-workers", self.worker_ct, gauge),
+            Stat("current-waiting", self.waiting_ct, gauge),
+            Stat("total-connections", self.total_conn_ct, counter),
+        ]
+        if self.wal is not None:
+            out += wal_stats(self.wal.stats())
+        out.append(Stat("draining", self._draining, gauge))
+        return out
+
+    # ------------------------------------------------------------------ operators
+
+    def tube_jobs(
+        self, name: bytes, state: str, limit: int, after: Optional[Cursor] = None
+    ) -> tuple[list[Job], Optional[Cursor]]:
+        """Up to ``limit`` jobs of a tube in serving order, after the cursor ``after``.
+
+        The cursor is the order key of the last job of the previous page, so
+        a page goes on where it stopped even if that job has gone meanwhile.
+        """
+        tube = self.tubes.get(name)
+        if tube is None or limit <= 0:
+            return [], None
+        jobs: list[Job]
+        if state == RESERVED:
+            held = sorted(tube.reserved, key=_id_of)
+            if after is not None:
+                held = [job for job in held if job.id > after[1]]
+            jobs = held[: limit + 1]
+        else:
+            start: object
+            if state == READY:
+                queue, key = tube.ready, _ready_cursor
+                start = None if after is None else (after[0] << 64) | after[1]
+            elif state == DELAYED:
+                queue, key = tube.delayed, _delay_cursor
+                start = after
+            else:
+                queue, key = tube.buried, _bury_cursor
+                start = None if after is None else after[0]
+            if start is None:
+                jobs = list(queue.islice(0, limit + 1))
+            else:
+                jobs = []
+                for job in queue.irange_key(start, inclusive=(False, True)):
+                    jobs.append(job)
+                    if len(jobs) > limit:
+                        break
+            if len(jobs) > limit:
+                del jobs[limit:]
+                return jobs, key(jobs[-1])
+            return jobs, None
+        if len(jobs) > limit:
+            del jobs[limit:]
+            return jobs, (0, jobs[-1].id)
+        return jobs, None
+
+    def clear_tube(self, name: bytes, state: str, limit: int) -> int:
+        """Delete up to ``limit`` ready, delayed or buried jobs of a tube (logged, like delete)."""
+        tube = self.tubes.get(name)
+        if tube is None or state not in (READY, DELAYED, BURIED):
+            return 0
+        queue = tube.ready if state == READY else tube.delayed if state == DELAYED else tube.buried
+        done = 0
+        while done < limit and queue:
+            self._delete(queue[0])  # WalError: stops here, the rest stays
+            done += 1
+        return done
+
+    def move_jobs(self, source: bytes, target: bytes, state: str, limit: int, now: int) -> int:
+        """Move up to ``limit`` ready, delayed or buried jobs to tube ``target``.
+
+        Each job keeps its id, priority, state and counters; delayed jobs keep
+        their deadline and buried ones go to the end of the target's buried
+        list.  Each move is logged before it is made.
+        """
+        tube = self.tubes.get(source)
+        if tube is None or source == target or state not in (READY, DELAYED, BURIED):
+            return 0
+        queue = tube.ready if state == READY else tube.delayed if state == DELAYED else tube.buried
+        if not queue:
+            return 0
+        dest = self._find_or_make(target)
+        moved = 0
+        try:
+            while moved < limit and queue:
+                job = queue[0]
+                if self.wal is not None:
+                    self.wal.append_move(job, dest.name)  # WalError: stop, nothing half-moved
+                if state == DELAYED:
+                    tube.delayed.remove(job)
+                    job.tube = dest
+                    dest.delayed.add(job)
+                else:
+                    self._unqueue(job)
+                    job.tube = dest
+                    if state == READY:
+                        self._make_ready(job)
+                        self._dispatch(dest, now)
+                    else:
+                        self._make_buried(job)
+                moved += 1
+        finally:
+            self._maybe_free(tube)
+            self._maybe_free(dest)
+        return moved
+
+    # ------------------------------------------------------------------ restart
+
+    def restore(self, records: Iterable["JobRecordLike"], next_id: int, now: int, wall_now: int) -> None:
         """Load jobs replayed from the log (:class:`~.binlog.JobRecord`).
 
         Record times are wall-clock ns; ``wall_now`` is the wall clock at
@@ -736,19 +887,43 @@ class Engine:
         if next_id > self.next_id:
             self.next_id = next_id
 
-    def peek(self, job_id: int) -> Optional[Job]:
-        return self.jobs.get(job_id)
 
-    def peek_ready(self, client: Client) -> Optional[Job]:
-        ready = client.use.ready
-        return ready[0] if ready else None
+def _id_of(job: Job) -> int:
+    return job.id
 
-    def peek_delayed(self, client: Client) -> Optional[Job]:
-        delayed = client.use.delayed
-        return delayed[0] if delayed else None
 
-    def peek_buried(self, client: Client) -> Optional[Job]:
-        return client.use.first_buried()
+def _ready_cursor(job: Job) -> Cursor:
+    return (job.pri, job.id)
 
-    def delayed_count(self) -> int:
-        return sum(len(tube.delayed) for tube in self.tube_list.items)
+
+def _delay_cursor(job: Job) -> Cursor:
+    return (job.deadline, job.id)
+
+
+def _bury_cursor(job: Job) -> Cursor:
+    return (job.deadline, job.id)
+
+
+class JobRecordLike(Protocol):
+    """What :meth:`Engine.restore` reads of a replayed record (binlog.JobRecord)."""
+
+    id: int
+    tube: bytes
+    state: str
+    pri: int
+    delay: int  # ns
+    ttr: int  # ns
+    created_at: int  # wall ns
+    deadline: int  # wall ns
+    body: bytes
+    stamp: int
+    file: int
+    reserve_ct: int
+    timeout_ct: int
+    release_ct: int
+    bury_ct: int
+    kick_ct: int
+
+
+if TYPE_CHECKING:
+    _IS_A_STORE: Store[MemorySession] = Engine()  # mypy checks Engine against the seam

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
+
+from .store import BURIED, DELAYED, READY, RESERVED
 
 if TYPE_CHECKING:
+    from .session import MemorySession, Timer
     from .tube import Tube
 
-# Job states, as the reference names them in stats-job.
-READY = "ready"
-RESERVED = "reserved"
-BURIED = "buried"
-DELAYED = "delayed"
+__all__ = ["BURIED", "DELAYED", "READY", "RESERVED", "Job", "ready_key", "delay_key", "bury_key"]
 
 URGENT_THRESHOLD = 1024
 
@@ -44,9 +43,14 @@ class Job:
       values took a 32-byte int each;
     * the five stats counters live in one list made at the first reserve,
       release, bury, kick or timeout, instead of five slots in every job.
+
+    Slots by owner, as beanstalkd's dat.h splits ``Jobrec`` from bookkeeping:
+    the first group is what the binlog records; the second is the engine's
+    in-memory bookkeeping; the last is written by the binlog itself.
     """
 
     __slots__ = (
+        # persistent: written to the binlog
         "id",
         "pri",
         "delay",
@@ -55,10 +59,12 @@ class Job:
         "tube",
         "state",
         "created_at",
+        "counts",
+        # in memory only: the engine's
         "deadline",
         "reserver",
         "timer",
-        "counts",
+        # the binlog's placement of the job's records
         "file",
         "wal_stamp",
     )
@@ -87,16 +93,13 @@ class Job:
         self.tube = tube
         self.state = READY
         self.created_at = created_at  # monotonic ns
-        self.deadline = 0  # ns; meaningful while delayed or reserved
-        self.reserver: Optional[Any] = None
-        self.timer: Optional[tuple] = None
         self.counts: Optional[list[int]] = None  # see _counter
+        # ns while delayed or reserved; the bury order while buried (see bury_key)
+        self.deadline = 0
+        self.reserver: Optional["MemorySession"] = None  # while reserved
+        self.timer: Optional["Timer"] = None  # its delay or TTR timer
         self.file = 0  # binlog file sequence holding the latest full record
         self.wal_stamp = 0  # binlog order of the last state change (buried FIFO order)
-
-    @property
-    def body_size(self) -> int:
-        return len(self.body) - 2
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.state} pri={self.pri} tube={self.tube.name!r}>"
@@ -110,3 +113,9 @@ def ready_key(job: Job) -> int:
 def delay_key(job: Job) -> tuple[int, int]:
     """Delayed order: earliest deadline first, then lower id."""
     return (job.deadline, job.id)
+
+
+def bury_key(job: Job) -> int:
+    """Buried order: first buried first.  A buried job has no deadline, so
+    ``deadline`` holds the engine's bury sequence number (no extra slot per job)."""
+    return job.deadline

@@ -7,7 +7,8 @@ import socket
 import stat
 from typing import Optional
 
-from .options import DEFAULT_ADDR, warn
+from .log import warn
+from .options import DEFAULT_ADDR
 
 BACKLOG = 1024
 SD_LISTEN_FDS_START = 3

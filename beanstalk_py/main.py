@@ -5,17 +5,22 @@ from __future__ import annotations
 import gc
 import os
 import pwd
-import resource
-import signal
+import select
 import sys
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .listen import ListenError, describe, inherited_socket, make_listener
-from .options import DEFAULT_ADDR, UsageExit, parse_args, warn
+from .log import warn
+from .options import DEFAULT_ADDR, Options, UsageExit, parse_args
+from .startup import Startup, Stopped
+
+if TYPE_CHECKING:
+    from .binlog import Binlog
+    from .engine import Engine
 
 # trio is imported only after the socket is bound and, unless -u is given,
-# while the engine already answers clients (early.py): importing it takes
+# while the engine already answers clients (startup.py): importing it takes
 # 120-160 ms, and clients that start the daemon and connect 0.1 s later, as
 # greenstalk's own test suite does, time their first commands.
 
@@ -58,38 +63,6 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGINT arrived during start-up: exit 0 without serving on."""
-
-
-class _EarlySignals:
-    """Signals that arrive before the server's signal task takes over.
-
-    The handlers only take note, and start-up acts on them where an
-    exception is safe.  A handler that raised SystemExit itself could land
-    anywhere, and was seen landing in an importlib weakref callback, where
-    Python prints the exception and drops it: the daemon then ran on after
-    SIGTERM (1 start in 60 with a client served during start-up).
-    """
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.drain = False
-        self.engine: Optional[object] = None
-
-    def note(self, signum: int, _frame: object) -> None:
-        if signum == signal.SIGUSR1:
-            self.drain = True  # one way, as in beanstalkd
-            if self.engine is not None:
-                self.engine.draining = True  # type: ignore[attr-defined]
-        else:
-            self.stop = True
-
-    def check(self) -> None:
-        if self.stop:
-            raise _Stopped
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -101,13 +74,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         opts = parse_args(args, inherited_socket=inherited is not None)
     except UsageExit as exc:
         return int(exc.code or 0)
-    # Until the server's signal task runs, these handlers keep an early
-    # SIGUSR1 from killing the process (its default action) and make an early
-    # SIGTERM/SIGINT exit cleanly (status 0) as later ones do.
-    early = _EarlySignals()
-    for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, early.note)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    startup = Startup()
+    startup.install_signal_handlers()
     if opts.verbose:
         print(f"pid {os.getpid()}", flush=True)
     if inherited is not None:
@@ -125,14 +93,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if opts.verbose:
         print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
 
+    from .dispatch import Dispatcher, now_ns
     from .engine import Engine
-    from .hub import Hub, default_io_mode, now_ns
     from .stats import ServerInfo
 
-    engine = Engine(max_job_size=opts.max_job_size)
-    engine.draining = early.drain
-    early.engine = engine
-    wal = None
+    store = Engine(max_job_size=opts.max_job_size)
+    startup.attach(store)
+    wal: Optional[Binlog] = None
     try:
         if opts.user:
             # Imported before dropping privileges: the new user may not be able
@@ -140,40 +107,29 @@ def main(argv: Optional[list[str]] = None) -> int:
             __import__("trio")
 
             drop_privileges(opts.user)
-        early.check()
+        startup.check()
         if opts.binlog_dir is not None:
             # As beanstalkd: after binding and dropping privileges, before serving.
-            wal = open_binlog(opts, engine)
+            wal = open_binlog(opts, store)
         info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
-        early_loop = None
-        if not opts.user and default_io_mode() == "epoll":
-            from .early import import_while_serving
+        dispatcher = Dispatcher(store, info, verbose=opts.verbose)
+        epoll = None
+        if default_io_mode() == "epoll":
             from .epoll_loop import EpollLoop
 
-            hub = Hub(engine, info, [sock], verbose=opts.verbose)
-            hub.open_spare()
-            early_loop = EpollLoop(hub, now_ns)
-            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            if soft != resource.RLIM_INFINITY:
-                early_loop.fd_ceiling = max(soft - 32, soft // 2)
-            serve = early_loop.serve_ready
-
-            def serve_unless_stopped() -> None:
-                early.check()
-                serve()
-
-            import_while_serving(serve_unless_stopped, ["trio", "beanstalk_py.server"])
-            hub.close_spare()  # the server holds its own
+            epoll = EpollLoop(dispatcher, [sock], now_ns)
+            if not opts.user:
+                startup.serve_while_importing(epoll, ["trio", "beanstalk_py.server"])
         import trio
 
         from .server import Server
 
-        server = Server(engine, info, [sock], verbose=opts.verbose, epoll_loop=early_loop,
-                        stop_requested=lambda: early.stop)
+        server = Server(dispatcher, epoll=epoll, stream_listeners=[] if epoll else [sock],
+                        stop_requested=lambda: startup.stop)
         tune_gc()
-        early.check()
+        startup.check()
         trio.run(server.run)
-    except _Stopped:
+    except Stopped:
         return 0
     except _BinlogFailed as failed:
         return failed.status
@@ -183,6 +139,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+def default_io_mode() -> str:
+    """"epoll" on Linux (faster, see epoll_loop.py), else the streams driver.
+
+    BEANSTALK_PY_IO=tasks forces the streams driver (CI runs the daemon-level
+    tests under both).
+    """
+    wanted = os.environ.get("BEANSTALK_PY_IO", "")
+    if wanted == "epoll" and hasattr(select, "epoll"):
+        return wanted
+    if wanted == "tasks":
+        return wanted
+    return "epoll" if hasattr(select, "epoll") else "tasks"
+
+
 class _BinlogFailed(Exception):
     """The binlog could not be opened; carries the exit status."""
 
@@ -190,12 +160,15 @@ class _BinlogFailed(Exception):
         self.status = status
 
 
-def open_binlog(opts, engine):  # type: ignore[no-untyped-def]
+def open_binlog(opts: Options, engine: "Engine") -> "Binlog":
     """Open the binlog directory and restore its jobs into ``engine``."""
     from .binlog import Binlog, BinlogError, BinlogLockError
-    from .hub import now_ns
+    from .dispatch import now_ns
 
-    wal = Binlog(opts.binlog_dir, opts.binlog_size, opts.fsync_ms if opts.fsync else None)
+    directory = opts.binlog_dir
+    assert directory is not None, "called only with -b"
+    wal = Binlog(directory, opts.binlog_size, opts.fsync_ms if opts.fsync else None,
+                 clock=now_ns, wall_clock=time.time_ns)
     try:
         records, next_id = wal.open()
     except BinlogLockError as exc:
@@ -205,7 +178,7 @@ def open_binlog(opts, engine):  # type: ignore[no-untyped-def]
         warn(f"failed to open or replay the binlog in {opts.binlog_dir}: {exc}")
         raise _BinlogFailed(EXIT_BINLOG)
     engine.restore(records, next_id, now_ns(), time.time_ns())
-    engine.attach_wal(wal)
+    engine.attach_wal(wal, wal.durability)
     if opts.verbose:
         print(f"binlog {opts.binlog_dir}: {len(records)} jobs restored, next id {engine.next_id}",
               flush=True)

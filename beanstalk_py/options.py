@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from typing import NoReturn, Optional, TextIO
+from typing import NoReturn, Optional
 
 from . import __version__
+from .log import PROG, warn
 
 DEFAULT_PORT = "11300"
 DEFAULT_ADDR = "127.0.0.1"
@@ -21,8 +22,6 @@ MAX_JOB_SIZE_LIMIT = 1073741824
 DEFAULT_FSYNC_MS = 50
 DEFAULT_BINLOG_SIZE = 10485760
 EXIT_USAGE = 5
-
-PROG = "beanstalk-py"
 
 
 @dataclass
@@ -36,7 +35,6 @@ class Options:
     fsync_ms: int = DEFAULT_FSYNC_MS
     user: Optional[str] = None
     verbose: int = 0
-    port_given: bool = False
 
 
 class UsageExit(SystemExit):
@@ -63,17 +61,6 @@ Options:
 """
 
 _SIZE = re.compile(r"\s*\+?[0-9]+")
-
-
-def warn(message: str, stream: Optional[TextIO] = None) -> None:
-    print(f"{PROG}: {message}", file=stream or sys.stderr, flush=True)
-
-
-def report_internal_error(fd: int) -> None:
-    """Log an unexpected exception while serving one connection (which is then closed)."""
-    import traceback
-
-    warn(f"internal error on connection {fd}; closing it:\n{traceback.format_exc()}")
 
 
 def _usage(code: int) -> NoReturn:
@@ -121,7 +108,6 @@ def parse_args(argv: list[str], inherited_socket: bool = False) -> Options:
 
             if flag == "p":
                 opts.port = argument()
-                opts.port_given = True
                 if inherited_socket:
                     warn(f"inherited listen fd; ignoring option: -p {opts.port}")
             elif flag == "l":

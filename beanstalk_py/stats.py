@@ -1,4 +1,12 @@
-"""YAML bodies of stats, stats-job, stats-tube and the tube lists, field for field as 1.12.
+"""Stats as values, and their renderings (the ``fmt`` half of beanstalkd's prot.c).
+
+A stats snapshot is a list of :class:`Stat`: a name, a value and whether it
+is a counter (only grows), a gauge or a fact.  The store makes its part
+(:meth:`~.store.Store.snapshot`, ``tube_stats``, ``job_stats``) from its own
+state, this module adds the process facts, and renderers turn the list into
+the YAML of ``stats``, ``stats-job`` and ``stats-tube`` (field for field as
+1.12); JSON and Prometheus text are further renderers of the same lists.
+Making a snapshot changes no counter.
 
 The one intended difference: ``hostname``, ``os`` and ``platform`` are
 double-quoted as beanstalkd 1.13 does, because 1.12's unquoted ``os: #1 SMP``
@@ -7,23 +15,65 @@ is read by YAML parsers as a comment (see COMPAT.md).
 
 from __future__ import annotations
 
+import enum
 import os
 import resource
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Union
 
-from .engine import NS, Engine
-from .job import DELAYED, RESERVED, Job
-from .tube import Tube
+from .store import DELAYED, RESERVED
+from .wal import WalStats
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .tube import Tube
 
 PROTOCOL_VERSION = "1.12"
+NS = 1_000_000_000
+
+
+class Kind(enum.Enum):
+    COUNTER = "counter"  # only grows (until a restart)
+    GAUGE = "gauge"  # goes up and down
+    INFO = "info"  # a fact about the process or the object
+
+
+class Stat(NamedTuple):
+    name: str
+    value: Union[int, str, bool]
+    kind: Kind
+
+
+# The commands `stats` counts, in 1.12's order (cmd-<name>).
+COUNTED_COMMANDS = (
+    "put", "peek", "peek-ready", "peek-delayed", "peek-buried", "reserve",
+    "reserve-with-timeout", "delete", "release", "use", "watch", "ignore", "bury",
+    "kick", "touch", "stats", "stats-job", "stats-tube", "list-tubes",
+    "list-tube-used", "list-tubes-watched", "pause-tube",
+)
+
+# Every field of `stats`, in 1.12's order.
+STATS_ORDER = (
+    "current-jobs-urgent", "current-jobs-ready", "current-jobs-reserved",
+    "current-jobs-delayed", "current-jobs-buried",
+    *(f"cmd-{name}" for name in COUNTED_COMMANDS),
+    "job-timeouts", "total-jobs", "max-job-size", "current-tubes",
+    "current-connections", "current-producers", "current-workers", "current-waiting",
+    "total-connections", "pid", "version", "rusage-utime", "rusage-stime", "uptime",
+    "binlog-oldest-index", "binlog-current-index", "binlog-records-migrated",
+    "binlog-records-written", "binlog-max-size", "draining", "id", "hostname", "os",
+    "platform",
+)
+
+# Values the YAML shows in double quotes.
+_QUOTED = frozenset({"version", "hostname", "os", "platform"})
 
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _trunc_div(value: int, divisor: int = NS) -> int:
+def trunc_div(value: int, divisor: int = NS) -> int:
     """C integer division: truncate toward zero, as the reference prints seconds."""
     quotient = abs(value) // divisor
     return -quotient if value < 0 else quotient
@@ -39,142 +89,114 @@ class ServerInfo:
     hostname: str = field(default_factory=lambda: os.uname().nodename)
     os_version: str = field(default_factory=lambda: os.uname().version)
     platform: str = field(default_factory=lambda: os.uname().machine)
-    binlog_max_size: int = 10485760
-    binlog_oldest_index: int = 0
-    binlog_current_index: int = 0
-    binlog_records_migrated: int = 0
-    binlog_records_written: int = 0
+    binlog_max_size: int = 10485760  # -s, shown even without -b
 
 
-def format_stats(engine: Engine, info: ServerInfo, now: int) -> bytes:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    utime_s, utime_us = int(usage.ru_utime), int(round((usage.ru_utime % 1) * 1e6)) % 1000000
-    stime_s, stime_us = int(usage.ru_stime), int(round((usage.ru_stime % 1) * 1e6)) % 1000000
-    c = engine.cmd_counts.get
-    wal = engine.wal
-    if wal is not None:  # live figures of the binlog (-b)
-        binlog = (wal.oldest_index, wal.current_index, wal.records_migrated,
-                  wal.records_written, wal.max_size)
-    else:
-        binlog = (info.binlog_oldest_index, info.binlog_current_index,
-                  info.binlog_records_migrated, info.binlog_records_written, info.binlog_max_size)
-    lines = [
-        "---",
-        f"current-jobs-urgent: {engine.urgent_ct}",
-        f"current-jobs-ready: {engine.ready_ct}",
-        f"current-jobs-reserved: {engine.reserved_ct}",
-        f"current-jobs-delayed: {engine.delayed_count()}",
-        f"current-jobs-buried: {engine.buried_ct}",
-        f"cmd-put: {c('put', 0)}",
-        f"cmd-peek: {c('peek', 0)}",
-        f"cmd-peek-ready: {c('peek-ready', 0)}",
-        f"cmd-peek-delayed: {c('peek-delayed', 0)}",
-        f"cmd-peek-buried: {c('peek-buried', 0)}",
-        f"cmd-reserve: {c('reserve', 0)}",
-        f"cmd-reserve-with-timeout: {c('reserve-with-timeout', 0)}",
-        f"cmd-delete: {c('delete', 0)}",
-        f"cmd-release: {c('release', 0)}",
-        f"cmd-use: {c('use', 0)}",
-        f"cmd-watch: {c('watch', 0)}",
-        f"cmd-ignore: {c('ignore', 0)}",
-        f"cmd-bury: {c('bury', 0)}",
-        f"cmd-kick: {c('kick', 0)}",
-        f"cmd-touch: {c('touch', 0)}",
-        f"cmd-stats: {c('stats', 0)}",
-        f"cmd-stats-job: {c('stats-job', 0)}",
-        f"cmd-stats-tube: {c('stats-tube', 0)}",
-        f"cmd-list-tubes: {c('list-tubes', 0)}",
-        f"cmd-list-tube-used: {c('list-tube-used', 0)}",
-        f"cmd-list-tubes-watched: {c('list-tubes-watched', 0)}",
-        f"cmd-pause-tube: {c('pause-tube', 0)}",
-        f"job-timeouts: {engine.timeout_ct}",
-        f"total-jobs: {engine.total_jobs_ct}",
-        f"max-job-size: {engine.max_job_size}",
-        f"current-tubes: {len(engine.tubes)}",
-        f"current-connections: {engine.conn_ct}",
-        f"current-producers: {engine.producer_ct}",
-        f"current-workers: {engine.worker_ct}",
-        f"current-waiting: {engine.waiting_ct}",
-        f"total-connections: {engine.total_conn_ct}",
-        f"pid: {info.pid}",
-        f'version: "{PROTOCOL_VERSION}"',
-        f"rusage-utime: {utime_s}.{utime_us:06d}",
-        f"rusage-stime: {stime_s}.{stime_us:06d}",
-        f"uptime: {(now - info.started_at) // NS}",
-        f"binlog-oldest-index: {binlog[0]}",
-        f"binlog-current-index: {binlog[1]}",
-        f"binlog-records-migrated: {binlog[2]}",
-        f"binlog-records-written: {binlog[3]}",
-        f"binlog-max-size: {binlog[4]}",
-        f"draining: {'true' if engine.draining else 'false'}",
-        f"id: {info.instance_id}",
-        f"hostname: {_quote(info.hostname)}",
-        f"os: {_quote(info.os_version)}",
-        f"platform: {_quote(info.platform)}",
-        "",
+def wal_stats(wal: WalStats) -> list[Stat]:
+    """The binlog figures of `stats`."""
+    return [
+        Stat("binlog-oldest-index", wal.oldest_index, Kind.GAUGE),
+        Stat("binlog-current-index", wal.current_index, Kind.GAUGE),
+        Stat("binlog-records-migrated", wal.records_migrated, Kind.COUNTER),
+        Stat("binlog-records-written", wal.records_written, Kind.COUNTER),
+        Stat("binlog-max-size", wal.max_size, Kind.INFO),
     ]
-    return "\n".join(lines).encode()
 
 
-def format_job_stats(job: Job, now: int) -> bytes:
-    if job.state == RESERVED or job.state == DELAYED:
-        time_left = _trunc_div(job.deadline - now)
+def _rusage_seconds(seconds: float) -> str:
+    whole = int(seconds)
+    micros = int(round((seconds % 1) * 1e6)) % 1000000
+    return f"{whole}.{micros:06d}"
+
+
+def server_stats(store: list[Stat], info: ServerInfo, now: int) -> list[Stat]:
+    """The whole of `stats`: the store's snapshot plus this process's facts, in order."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    fields = {stat.name: stat for stat in wal_stats(WalStats(0, 0, 0, 0, info.binlog_max_size))}
+    fields.update((stat.name, stat) for stat in store)
+    for stat in (
+        Stat("pid", info.pid, Kind.INFO),
+        Stat("version", PROTOCOL_VERSION, Kind.INFO),
+        Stat("rusage-utime", _rusage_seconds(usage.ru_utime), Kind.COUNTER),
+        Stat("rusage-stime", _rusage_seconds(usage.ru_stime), Kind.COUNTER),
+        Stat("uptime", (now - info.started_at) // NS, Kind.COUNTER),
+        Stat("id", info.instance_id, Kind.INFO),
+        Stat("hostname", info.hostname, Kind.INFO),
+        Stat("os", info.os_version, Kind.INFO),
+        Stat("platform", info.platform, Kind.INFO),
+    ):
+        fields[stat.name] = stat
+    return [fields[name] for name in STATS_ORDER]
+
+
+def job_stats(job: "Job", now: int) -> list[Stat]:
+    """stats-job of one job of the in-memory store."""
+    state = job.state
+    if state == RESERVED or state == DELAYED:
+        time_left = trunc_div(job.deadline - now)
     else:
         time_left = 0
-    return (
-        b"---\nid: %d\ntube: %s\nstate: %s\npri: %d\nage: %d\ndelay: %d\n"
-        b"ttr: %d\ntime-left: %d\nfile: %d\nreserves: %d\ntimeouts: %d\n"
-        b"releases: %d\nburies: %d\nkicks: %d\n"
-        % (
-            job.id,
-            job.tube.name,
-            job.state.encode(),
-            job.pri,
-            _trunc_div(now - job.created_at),
-            job.delay,
-            job.ttr,
-            time_left,
-            job.file,
-            job.reserve_ct,
-            job.timeout_ct,
-            job.release_ct,
-            job.bury_ct,
-            job.kick_ct,
-        )
-    )
+    return [
+        Stat("id", job.id, Kind.INFO),
+        Stat("tube", job.tube.name.decode("ascii"), Kind.INFO),
+        Stat("state", state, Kind.INFO),
+        Stat("pri", job.pri, Kind.GAUGE),
+        Stat("age", trunc_div(now - job.created_at), Kind.GAUGE),
+        Stat("delay", job.delay, Kind.GAUGE),
+        Stat("ttr", job.ttr, Kind.GAUGE),
+        Stat("time-left", time_left, Kind.GAUGE),
+        Stat("file", job.file, Kind.INFO),
+        Stat("reserves", job.reserve_ct, Kind.COUNTER),
+        Stat("timeouts", job.timeout_ct, Kind.COUNTER),
+        Stat("releases", job.release_ct, Kind.COUNTER),
+        Stat("buries", job.bury_ct, Kind.COUNTER),
+        Stat("kicks", job.kick_ct, Kind.COUNTER),
+    ]
 
 
-def format_tube_stats(engine: Engine, tube: Tube, now: int) -> bytes:
+def tube_stats(tube: "Tube", waiting: int, now: int) -> list[Stat]:
+    """stats-tube of one tube of the in-memory store (``waiting``: clients blocked on it)."""
     if tube.pause and tube.unpause_at > now:
         pause = tube.pause // NS
         time_left = (tube.unpause_at - now) // NS
     else:
         pause = 0
         time_left = 0
-    return (
-        b"---\nname: %s\ncurrent-jobs-urgent: %d\ncurrent-jobs-ready: %d\n"
-        b"current-jobs-reserved: %d\ncurrent-jobs-delayed: %d\n"
-        b"current-jobs-buried: %d\ntotal-jobs: %d\ncurrent-using: %d\n"
-        b"current-watching: %d\ncurrent-waiting: %d\ncmd-delete: %d\n"
-        b"cmd-pause-tube: %d\npause: %d\npause-time-left: %d\n"
-        % (
-            tube.name,
-            tube.urgent_ct,
-            len(tube.ready),
-            tube.reserved_ct,
-            len(tube.delayed),
-            len(tube.buried),
-            tube.total_jobs_ct,
-            tube.using_ct,
-            tube.watching_ct,
-            engine.tube_waiting_count(tube),
-            tube.delete_ct,
-            tube.pause_ct,
-            pause,
-            time_left,
-        )
-    )
+    return [
+        Stat("name", tube.name.decode("ascii"), Kind.INFO),
+        Stat("current-jobs-urgent", tube.urgent_ct, Kind.GAUGE),
+        Stat("current-jobs-ready", len(tube.ready), Kind.GAUGE),
+        Stat("current-jobs-reserved", len(tube.reserved), Kind.GAUGE),
+        Stat("current-jobs-delayed", len(tube.delayed), Kind.GAUGE),
+        Stat("current-jobs-buried", len(tube.buried), Kind.GAUGE),
+        Stat("total-jobs", tube.total_jobs_ct, Kind.COUNTER),
+        Stat("current-using", tube.using_ct, Kind.GAUGE),
+        Stat("current-watching", tube.watching_ct, Kind.GAUGE),
+        Stat("current-waiting", waiting, Kind.GAUGE),
+        Stat("cmd-delete", tube.delete_ct, Kind.COUNTER),
+        Stat("cmd-pause-tube", tube.pause_ct, Kind.COUNTER),
+        Stat("pause", pause, Kind.GAUGE),
+        Stat("pause-time-left", time_left, Kind.GAUGE),
+    ]
 
 
-def format_tube_list(tubes: Iterable[Tube]) -> bytes:
-    return b"---\n" + b"".join(b"- " + tube.name + b"\n" for tube in tubes)
+def _yaml_value(stat: Stat) -> str:
+    value = stat.value
+    if value is True or value is False:
+        return "true" if value else "false"
+    if stat.name in _QUOTED:
+        return _quote(str(value))
+    return str(value)
+
+
+def render_yaml(stats: Iterable[Stat]) -> bytes:
+    """The YAML body of stats, stats-job and stats-tube."""
+    lines = ["---"]
+    lines.extend(f"{stat.name}: {_yaml_value(stat)}" for stat in stats)
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def render_tube_list(names: Iterable[bytes]) -> bytes:
+    """The YAML body of list-tubes and list-tubes-watched."""
+    return b"---\n" + b"".join(b"- " + name + b"\n" for name in names)

@@ -1,24 +1,24 @@
-"""Tubes: named queues with ready, delayed and buried jobs (beanstalkd's tube.c)."""
+"""Tubes: named queues with ready, delayed, reserved and buried jobs (beanstalkd's tube.c)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Optional
 
-from sortedcontainers import SortedKeyList
+from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
-from .job import Job, delay_key, ready_key
+from .job import Job, bury_key, delay_key, ready_key
 
 if TYPE_CHECKING:
-    from .engine import Client
+    from .session import MemorySession, Timer
 
 
 class Tube:
     """A tube and its per-tube counters.
 
-    ``ready`` is ordered by (priority, id) and ``delayed`` by (deadline, id),
-    both O(log n) to insert and remove; ``buried`` is a FIFO kept in a dict so
-    any buried job leaves in O(1).  ``waiters`` holds the clients blocked in a
+    ``ready`` is ordered by (priority, id), ``delayed`` by (deadline, id) and
+    ``buried`` by bury order (FIFO), each O(log n) to insert and remove and
+    O(1) for its first job.  ``waiters`` holds the sessions blocked in a
     reserve that watch this tube, in arrival order.
     """
 
@@ -27,8 +27,8 @@ class Tube:
         "ready",
         "delayed",
         "buried",
+        "reserved",
         "waiters",
-        "reserved_ct",
         "urgent_ct",
         "total_jobs_ct",
         "delete_ct",
@@ -45,12 +45,10 @@ class Tube:
         self.name = name
         self.ready: SortedKeyList = SortedKeyList(key=ready_key)
         self.delayed: SortedKeyList = SortedKeyList(key=delay_key)
-        # OrderedDict, not dict: finding the first entry of a plain dict that
-        # is emptied from the front walks every deleted slot (quadratic churn).
-        self.buried: OrderedDict[Job, None] = OrderedDict()
-        self.waiters: OrderedDict["Client", None] = OrderedDict()
-        self.reserved_ct = 0
-        self.urgent_ct = 0
+        self.buried: SortedKeyList = SortedKeyList(key=bury_key)
+        self.reserved: dict[Job, None] = {}  # held by some session; listed by an operator
+        self.waiters: OrderedDict["MemorySession", None] = OrderedDict()
+        self.urgent_ct = 0  # ready jobs with pri < 1024
         self.total_jobs_ct = 0
         self.delete_ct = 0
         self.pause_ct = 0
@@ -58,21 +56,12 @@ class Tube:
         self.watching_ct = 0
         self.pause = 0  # ns; 0 when not paused
         self.unpause_at = 0  # ns
-        self.pause_timer: Optional[tuple] = None
+        self.pause_timer: Optional["Timer"] = None
         # Key of this tube's head in the engine's index of reservable tubes.
         self.index_key: Optional[int] = None
 
-    @property
-    def paused(self) -> bool:
-        return self.pause != 0
-
     def job_count(self) -> int:
-        return len(self.ready) + len(self.delayed) + len(self.buried) + self.reserved_ct
-
-    def first_buried(self) -> Optional[Job]:
-        for job in self.buried:
-            return job
-        return None
+        return len(self.ready) + len(self.delayed) + len(self.buried) + len(self.reserved)
 
     def __repr__(self) -> str:
         return f"<Tube {self.name!r}>"

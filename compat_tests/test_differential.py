@@ -1105,6 +1105,80 @@ def test_release_bury_kick_wake_waiter() -> None:
     same(script)
 
 
+# ------------------------------------------------ jobs handed to a blocked waiter
+#
+# beanstalkd 1.12's enqueue_job offers each job to the waiters as it queues
+# it, so when one command makes several jobs ready at once (kick, a closing
+# connection), a waiter gets the *first* of them, not the best.  The scripts
+# wait until the server counts the waiter (current-waiting) instead of
+# sleeping; the number of polls varies, hence cmd-stats is masked.
+
+
+def _wait_until_waiting(observer: Wire, count: int = 1) -> None:
+    wait_for(observer, b"stats\r\n", b"\ncurrent-waiting: %d\n" % count)
+
+
+def _after_waiter_served(s: Session, p: Wire, w: Wire) -> list:
+    return [
+        w.read(1), w.one(b"reserve-with-timeout 0\r\n"), p.one(b"stats-job 1\r\n"),
+        p.one(b"stats-job 2\r\n"), p.one(b"stats-tube default\r\n"), p.one(b"stats\r\n"),
+    ]
+
+
+def test_kick_delayed_first_kicked_goes_to_waiter() -> None:
+    """Delayed pri 1023 (put first) and pri 1; `kick 2`: the waiter gets the pri-1023 job."""
+
+    def script(s: Session):
+        p, w = s.conn(), s.conn()
+        out = [p.one(b"put 1023 100 100 1\r\na\r\n"), p.one(b"put 1 100 100 1\r\nb\r\n")]
+        out.append(w.send(b"reserve-with-timeout 5\r\n").quiet(0.05))
+        _wait_until_waiting(p)
+        out.append(p.one(b"kick 2\r\n"))
+        return out + _after_waiter_served(s, p, w)
+
+    py = same(script, mask_keys=("cmd-stats",))
+    assert py[4] == [b"RESERVED 1 1\r\na\r\n"], py
+
+
+def test_kick_buried_first_kicked_goes_to_waiter() -> None:
+    """Buried first pri 1023, then pri 1 (by another connection); `kick 2`: the
+    waiter gets the first-buried (pri 1023) job."""
+
+    def script(s: Session):
+        p, b, w = s.conn(), s.conn(), s.conn()
+        out = [p.one(b"put 1023 0 100 1\r\na\r\n"), p.one(b"put 1 0 100 1\r\nb\r\n")]
+        out += [b.one(b"reserve\r\n"), b.one(b"reserve\r\n")]  # job 2 (pri 1), then job 1
+        out += [b.one(b"bury 1 1023\r\n"), b.one(b"bury 2 1\r\n"), p.one(b"peek-buried\r\n")]
+        out.append(w.send(b"reserve-with-timeout 5\r\n").quiet(0.05))
+        _wait_until_waiting(p)
+        out.append(p.one(b"kick 2\r\n"))
+        return out + _after_waiter_served(s, p, w)
+
+    py = same(script, mask_keys=("cmd-stats",))
+    assert py[9] == [b"RESERVED 1 1\r\na\r\n"], py
+
+
+@pytest.mark.parametrize("order", ["worse-first", "better-first"])
+def test_close_with_two_reserved_jobs_and_a_waiter(order: str) -> None:
+    """A connection holding two reserved jobs (pri 1023 and pri 1) closes while
+    another client waits: which job does the waiter get?"""
+
+    def script(s: Session):
+        p, b, w = s.conn(), s.conn(), s.conn()
+        out = [p.one(b"put 1023 0 100 1\r\na\r\n"), p.one(b"put 1 0 100 1\r\nb\r\n")]
+        first, second = (b"1", b"2") if order == "worse-first" else (b"2", b"1")
+        out += [b.one(b"reserve-job " + first + b"\r\n"), b.one(b"reserve-job " + second + b"\r\n")]
+        out.append(w.send(b"reserve-with-timeout 5\r\n").quiet(0.05))
+        _wait_until_waiting(p)
+        b.close()
+        return out + _after_waiter_served(s, p, w)
+
+    py = same(script, mask_keys=("cmd-stats",))
+    # beanstalkd 1.12 re-queues the reserved jobs oldest reservation first.
+    first_job = b"RESERVED 1 1\r\na\r\n" if order == "worse-first" else b"RESERVED 2 1\r\nb\r\n"
+    assert py[5] == [first_job], py
+
+
 # --------------------------------------------------------- random sessions (fuzz)
 #
 # Seeded random command streams on three connections: valid and malformed

@@ -11,7 +11,9 @@ import errno
 import os
 import struct
 import time
+import zlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import pytest
@@ -25,19 +27,28 @@ from beanstalk_py.binlog import (
     BinlogFull,
     JobRecord,
     Scan,
+    Update,
     encode_delete,
     encode_full,
     encode_header,
     encode_update,
 )
+from beanstalk_py.binlog.migrate import V5_JOBREC, V7_JOBREC
 from beanstalk_py.conn import Connection
 from beanstalk_py.engine import NS, Engine
 from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
 from beanstalk_py.stats import ServerInfo
+from beanstalk_py.wal import Durability, WalError, WalFull, WalIOError, WalStats, WriteAheadLog
 
 
 def mono() -> int:
     return time.monotonic_ns()
+
+
+def make_log(path: Path, size: int = 65536, fsync_ms: Optional[int] = None, **kwargs) -> Binlog:
+    """A Binlog on the real clocks, as main.py makes it."""
+    kwargs.setdefault("log", lambda m: None)
+    return Binlog(str(path), size, fsync_ms, clock=mono, wall_clock=time.time_ns, **kwargs)
 
 
 class Node:
@@ -52,11 +63,11 @@ class Node:
     ) -> None:
         self.logs: list[str] = []
         kwargs = {"falloc": falloc} if falloc is not None else {}
-        self.wal = Binlog(str(path), size, fsync_ms, log=self.logs.append, **kwargs)
+        self.wal = make_log(path, size, fsync_ms, log=self.logs.append, **kwargs)
         self.records, self.next_id = self.wal.open()
         self.engine = Engine()
         self.engine.restore(self.records, self.next_id, mono(), time.time_ns())
-        self.engine.attach_wal(self.wal)
+        self.engine.attach_wal(self.wal, self.wal.durability)
         self.info = ServerInfo(started_at=mono())
 
     def conn(self) -> Connection:
@@ -65,11 +76,12 @@ class Node:
     def send(self, conn: Connection, data: bytes) -> bytes:
         now = mono()
         conn.receive_data(data, now)
-        while self.engine.completed:
-            batch, self.engine.completed = self.engine.completed, []
-            for client, outcome in batch:
-                client.owner.deliver(outcome, now)
-        return conn.take_output()
+        while True:  # finished blocked reserves, as Dispatcher.settle delivers them
+            batch = self.engine.take_completed()
+            if not batch:
+                return conn.take_output()
+            for owner, outcome in batch:
+                owner.deliver(outcome, now)
 
     def crash(self) -> None:
         self.wal.abandon()
@@ -123,6 +135,10 @@ def sample_record(**changes) -> JobRecord:
     return rec
 
 
+def full_bytes(rec: JobRecord) -> bytes:
+    return b"".join(encode_full(rec))
+
+
 def scan_all(data: bytes) -> tuple[Scan, list]:
     scan = Scan(data)
     return scan, list(scan)
@@ -130,12 +146,12 @@ def scan_all(data: bytes) -> tuple[Scan, list]:
 
 def test_records_round_trip() -> None:
     full = sample_record()
-    upd = sample_record(state=BURIED, pri=0, stamp=10)
-    data = encode_header(3, 6, 9) + encode_full(full) + encode_update(upd) + encode_delete(7) + bytes(100)
+    upd = Update(7, BURIED, 0, 5 * NS, 1_700_000_005 * NS, 10, (1, 2, 3, 4, 2**32 - 1))  # deadline dropped
+    data = encode_header(3, 6, 9) + full_bytes(full) + encode_update(upd) + encode_delete(7) + bytes(100)
     scan, items = scan_all(data)
     assert scan.header == (3, 6, 9) and scan.problem is None and scan.skipped == 0
     assert [kind for _, _, kind, _ in items] == [bl.T_FULL, bl.T_UPDATE, bl.T_DELETE]
-    assert items[0][3].fields() == full.fields()
+    assert items[0][3].fields() == full.fields() and full.size == items[0][1] - items[0][0]
     assert items[1][3] == (7, BURIED, 0, 5 * NS, 0, 10, (1, 2, 3, 4, 2**32 - 1))
     assert items[2][3] == 7
     assert scan.end == len(data) - 100
@@ -144,18 +160,18 @@ def test_records_round_trip() -> None:
 
 def test_full_record_keeps_deadline_only_when_delayed() -> None:
     rec = sample_record(state=READY)
-    (_, _, _, decoded), = scan_all(encode_header(1, 0, 1) + encode_full(rec))[1]
+    (_, _, _, decoded), = scan_all(encode_header(1, 0, 1) + full_bytes(rec))[1]
     assert decoded.deadline == 0 and decoded.state == READY
 
 
 def test_header_and_layout_sizes() -> None:
     assert len(encode_header(1, 2, 3)) == HEADER_SIZE
     assert bl.FULL_FIXED == 76 and bl.UPDATE_SIZE == 68 and bl.DELETE_SIZE == 20
-    assert bl._V7_JOBREC.size == 80  # beanstalkd's Jobrec on x86_64
+    assert V7_JOBREC.size == 80  # beanstalkd's Jobrec on x86_64
 
 
 def test_scan_reports_garbage_but_not_zeros() -> None:
-    good = encode_header(1, 0, 1) + encode_full(sample_record())
+    good = encode_header(1, 0, 1) + full_bytes(sample_record())
     scan, items = scan_all(good + bytes(50))
     assert len(items) == 1 and scan.problem is None
     scan, items = scan_all(good + bytes(10) + b"\x01" + bytes(5))
@@ -254,7 +270,7 @@ def test_delayed_deadline_uses_the_wall_clock(tmp_path: Path) -> None:
     node.crash()
     time.sleep(0.05)
     # A restart sees the same wall-clock deadlines whatever its monotonic clock says.
-    records, _ = Binlog(str(tmp_path), 65536, None, log=lambda m: None).open()
+    records, _ = make_log(tmp_path).open()
     engine = Engine()
     engine.restore(records, 3, 10**12, time.time_ns())  # a different monotonic epoch
     left = {job.id: (job.deadline - 10**12) / NS for job in engine.jobs.values()}
@@ -313,10 +329,12 @@ def test_stats_show_live_binlog_figures(tmp_path: Path) -> None:
     stats = node.send(c, b"stats\r\n").decode()
     assert "binlog-max-size: 4096\n" in stats
     assert "binlog-records-written: 60\n" in stats
-    assert f"binlog-current-index: {node.wal.current_index}\n" in stats
-    assert node.wal.current_index > 1
+    figures = node.wal.stats()
+    assert f"binlog-current-index: {figures.current_index}\n" in stats
+    assert f"binlog-oldest-index: {figures.oldest_index}\n" in stats
+    assert figures.current_index > 1 and figures.records_written == 60 and figures.max_size == 4096
     job = node.send(c, b"stats-job 60\r\n").decode()
-    assert f"file: {node.wal.current_index}\n" in job
+    assert f"file: {figures.current_index}\n" in job
 
 
 def test_big_job_grows_its_file(tmp_path: Path) -> None:
@@ -350,7 +368,7 @@ def small_log(path: Path) -> bytes:
 
 def model(data: bytes, upto: int) -> tuple[dict[int, tuple], int]:
     """The jobs and next id that the intact records ending at or before ``upto`` give."""
-    replay = bl._Replay()
+    replay = bl.Replay()
     if upto >= HEADER_SIZE:
         ends = [end for _, end, _, _ in Scan(data)]
         cut = max([e for e in ends if e <= upto], default=HEADER_SIZE)
@@ -368,7 +386,7 @@ def recover(path: Path, data: bytes) -> tuple[dict[int, tuple], int, list[str]]:
         os.unlink(path / name)
     (path / f"{FILE_PREFIX}1").write_bytes(data)
     logs: list[str] = []
-    wal = Binlog(str(path), 4096, None, log=logs.append)
+    wal = make_log(path, 4096, log=logs.append)
     records, next_id = wal.open()
     wal.close()
     return {r.id: r.fields() for r in records}, next_id, logs
@@ -391,7 +409,7 @@ def test_truncated_at_every_offset(tmp_path: Path) -> None:
         if cut in ends or cut == HEADER_SIZE:
             assert logs == [], (cut, logs)
         # whatever was reported, the directory is clean afterwards
-        wal = Binlog(str(work), 4096, None, log=logs.append)
+        wal = make_log(work, 4096, log=logs.append)
         again, again_next = wal.open()
         wal.close()
         assert {r.id: r.fields() for r in again} == expect and again_next >= expect_next
@@ -470,7 +488,7 @@ def test_churn_stays_bounded(tmp_path: Path) -> None:
     peak = churn(node, 6000, live=20)
     assert peak <= 3 * size, peak
     assert dir_bytes(tmp_path) <= 3 * size
-    assert node.wal.records_migrated == 0  # dead files just go; nothing to copy
+    assert node.wal.stats().records_migrated == 0  # dead files just go; nothing to copy
 
 
 def test_long_lived_jobs_are_moved_forward(tmp_path: Path) -> None:
@@ -478,9 +496,9 @@ def test_long_lived_jobs_are_moved_forward(tmp_path: Path) -> None:
     node = Node(tmp_path, size=size)
     peak = churn(node, 6000, live=20, pinned=3)
     assert peak <= 4 * size, peak
-    assert node.wal.records_migrated > 0
+    assert node.wal.stats().records_migrated > 0
     assert {node.engine.jobs[i].file for i in (1, 2, 3)} != {1}
-    assert node.wal.oldest_index > 1
+    assert node.wal.stats().oldest_index > 1
     before = snapshot(node.engine)
     node.crash()
     node = Node(tmp_path, size=size)
@@ -507,7 +525,7 @@ def test_no_compaction_when_the_log_is_mostly_live(tmp_path: Path) -> None:
     c = node.conn()
     for _ in range(200):
         node.send(c, b"put 0 0 60 200\r\n" + b"z" * 200 + b"\r\n")
-    assert node.wal.records_migrated == 0
+    assert node.wal.stats().records_migrated == 0
     assert len(node.wal.files()) >= 5
     assert node.wal.disk_bytes < 1.3 * node.wal.live_bytes + 2 * 8192
 
@@ -518,16 +536,16 @@ def test_compaction_decision_needs_garbage_and_two_closed_files(tmp_path: Path) 
     node.send(c, b"put 0 0 60 10\r\npinned-job\r\n")
     filler = b"put 0 0 60 500\r\n" + b"f" * 500 + b"\r\n"
     ids = []
-    while node.wal.current_index < 3:  # head (1) is two files behind now
+    while node.wal.stats().current_index < 3:  # head (1) is two files behind now
         reply = node.send(c, filler)
         ids.append(int(reply.split()[1]))
-    assert node.wal.records_migrated == 0  # the files are still live
+    assert node.wal.stats().records_migrated == 0  # the files are still live
     for job_id in ids:
         node.send(c, b"delete %d\r\n" % job_id)
     # deleting made the disk mostly garbage: the pinned job moved, the head went
-    assert node.wal.records_migrated >= 1
-    assert node.engine.jobs[1].file == node.wal.current_index
-    assert node.wal.oldest_index == node.wal.current_index
+    assert node.wal.stats().records_migrated >= 1
+    assert node.engine.jobs[1].file == node.wal.stats().current_index
+    assert node.wal.stats().oldest_index == node.wal.stats().current_index
 
 
 # --------------------------------------------------------------------- full disk and I/O errors
@@ -607,7 +625,7 @@ def test_write_error_fails_the_command_and_leaves_no_trace(tmp_path: Path, monke
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real(fd, bufs, offset)
 
-    monkeypatch.setattr(bl.os, "pwritev", flaky)
+    monkeypatch.setattr(os, "pwritev", flaky)
     fail["n"] = 1
     assert node.send(c, b"put 0 0 60 1\r\nb\r\n") == b"OUT_OF_MEMORY\r\n"
     fail["n"] = 1
@@ -628,51 +646,71 @@ def test_write_error_fails_the_command_and_leaves_no_trace(tmp_path: Path, monke
 
 
 def test_sync_policy(tmp_path: Path) -> None:
+    """What the I/O drivers and the sync task see (wal.Durability)."""
     for name in "abc":
         (tmp_path / name).mkdir()
     never = Node(tmp_path / "a", fsync_ms=None)
+    sync: Durability = never.wal.durability
     c = never.conn()
     never.send(c, b"put 0 0 1 1\r\nx\r\n")
-    assert not never.wal.sync_due(mono() + 10 * NS) and never.wal.sync_deadline() is None
+    assert not sync.periodic and not sync.must_sync()
+    assert not sync.sync_due(mono() + 10 * NS) and sync.sync_deadline() is None
 
     always = Node(tmp_path / "b", fsync_ms=0)
-    assert always.wal.fsync_always
-    assert not always.wal.sync_due(mono())  # nothing written yet
+    sync = always.wal.durability
+    assert not sync.periodic and not sync.must_sync()
+    assert not sync.sync_due(mono())  # nothing written yet
     c = always.conn()
     always.send(c, b"put 0 0 1 1\r\nx\r\n")
-    assert always.wal.sync_due(mono())
-    assert always.wal.durable < always.wal.written
-    assert always.wal.sync() is True
-    assert not always.wal.sync_due(mono()) and not always.wal.syncing
-    assert always.wal.durable == always.wal.written
+    assert sync.sync_due(mono()) and sync.must_sync()
+    assert always.wal.durability.durable < always.wal.durability.written
+    assert sync.sync() is True
+    assert not sync.sync_due(mono()) and not sync.syncing and not sync.must_sync()
+    assert always.wal.durability.durable == always.wal.durability.written
 
     paced = Node(tmp_path / "c", fsync_ms=50)
-    assert not paced.wal.fsync_always
+    sync = paced.wal.durability
+    assert sync.periodic and sync.interval_ns == 50_000_000
     c = paced.conn()
-    paced.wal.sync()
+    sync.sync()
     paced.send(c, b"put 0 0 1 1\r\nx\r\n")
+    assert not sync.must_sync()  # the sync task's business, not the replies'
     now = mono()
-    deadline = paced.wal.sync_deadline()
+    deadline = sync.sync_deadline()
     assert deadline is not None and now < deadline <= now + 50_000_000
-    assert not paced.wal.sync_due(now)
-    assert paced.wal.sync_due(deadline)
-    paced.wal.sync()
-    assert paced.wal.sync_deadline() is None
+    assert not sync.sync_due(now)
+    assert sync.sync_due(deadline)
+    sync.sync()
+    assert sync.sync_deadline() is None
+
+
+def test_transition_members_delegate(tmp_path: Path) -> None:
+    """The flat names server.py, epoll_loop.py and stats.py used, until they take .durability."""
+    node = Node(tmp_path, fsync_ms=0)
+    wal, sync = node.wal, node.wal.durability
+    node.send(node.conn(), b"put 0 0 1 1\r\nx\r\n")
+    assert (wal.fsync, wal.fsync_ns, wal.fsync_always) == (True, 0, True)
+    assert (wal.written, wal.durable, wal.syncing) == (sync.written, sync.durable, False) == (1, 0, False)
+    assert wal.sync_due(mono()) and wal.sync_deadline() == sync.sync_deadline()
+    assert wal.sync() and wal.durable == 1
+    figures = wal.stats()
+    assert (wal.oldest_index, wal.current_index, wal.records_migrated, wal.records_written, wal.max_size) == figures
 
 
 def test_sync_covers_files_left_behind(tmp_path: Path, monkeypatch) -> None:
     node = Node(tmp_path, size=1024, fsync_ms=0)
     synced: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(bl.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
     c = node.conn()
     for _ in range(30):
         node.send(c, b"put 0 0 1 50\r\n" + b"s" * 50 + b"\r\n")
-    retired = list(node.wal._retired)
+    sync = node.wal.durability
+    retired = list(sync._retired)
     assert retired  # files were left while no sync ran
-    node.wal.sync()
-    assert set(retired) <= set(synced) and node.wal._retired == []
-    assert node.wal._dir_fd in synced  # new files: the directory too
+    sync.sync()
+    assert set(retired) <= set(synced) and sync._retired == []
+    assert sync.dir_fd in synced  # new files: the directory too
 
 
 def test_close_trims_and_drops_spares(tmp_path: Path) -> None:
@@ -692,7 +730,7 @@ def test_close_trims_and_drops_spares(tmp_path: Path) -> None:
 def v7_record(job_id: int, state: int, tube: bytes = b"", body: bytes = b"", pri: int = 0,
               delay: int = 0, ttr: int = NS, created: int = 0, deadline: int = 0,
               counters: tuple = (0, 0, 0, 0, 0), size: Optional[int] = None) -> bytes:
-    rec = bl._V7_JOBREC.pack(job_id, pri, delay, ttr, len(body) if size is None else size,
+    rec = V7_JOBREC.pack(job_id, pri, delay, ttr, len(body) if size is None else size,
                              created, deadline, *counters, state)
     return struct.pack("<i", len(tube)) + tube + rec + body
 
@@ -710,7 +748,7 @@ def test_v7_replay_semantics(tmp_path: Path) -> None:
     ]) + bytes(4096)
     (tmp_path / "binlog.3").write_bytes(data)
     logs: list[str] = []
-    wal = Binlog(str(tmp_path), 65536, None, log=logs.append)
+    wal = make_log(tmp_path, log=logs.append)
     records, next_id = wal.open()
     got = {r.id: r for r in records}
     assert sorted(got) == [1, 2, 4] and next_id == 10
@@ -721,7 +759,7 @@ def test_v7_replay_semantics(tmp_path: Path) -> None:
     assert any("migrated 3 jobs" in line for line in logs)
     wal.close()
     assert not (tmp_path / "binlog.3").exists()  # one way: the beanstalkd file is gone
-    wal = Binlog(str(tmp_path), 65536, None, log=logs.append)
+    wal = make_log(tmp_path, log=logs.append)
     again, again_next = wal.open()
     assert [r.fields() for r in again] == [r.fields() for r in records] and again_next == 10
 
@@ -733,7 +771,7 @@ def test_v7_torn_tail_and_unknown_version(tmp_path: Path) -> None:
     (tmp_path / "binlog.2").write_bytes(struct.pack("<i", 99) + b"junk")
     (tmp_path / "binlog.4").write_bytes(bytes(4096))  # beanstalkd crashed creating it (#546)
     logs: list[str] = []
-    wal = Binlog(str(tmp_path), 65536, None, log=logs.append)
+    wal = make_log(tmp_path, log=logs.append)
     records, next_id = wal.open()
     assert [r.id for r in records] == [1] and next_id == 2
     text = "\n".join(logs)
@@ -743,10 +781,10 @@ def test_v7_torn_tail_and_unknown_version(tmp_path: Path) -> None:
 
 
 def test_v5_is_read_too(tmp_path: Path) -> None:
-    rec = bl._V5_JOBREC.pack(5, 7, 0, 30_000_000, 4, 1_700_000_000_000_000, 0, 2, 0, 1, 0, 0, 1)
+    rec = V5_JOBREC.pack(5, 7, 0, 30_000_000, 4, 1_700_000_000_000_000, 0, 2, 0, 1, 0, 0, 1)
     data = struct.pack("<i", 5) + struct.pack("<Q", 3) + b"old" + rec + b"v5\r\n" + bytes(200)
     (tmp_path / "binlog.1").write_bytes(data)
-    wal = Binlog(str(tmp_path), 65536, None, log=lambda m: None)
+    wal = make_log(tmp_path)
     (got,), next_id = wal.open()
     assert (got.id, got.tube, got.pri, got.ttr, got.body, got.created_at, got.reserve_ct, got.release_ct) == (
         5, b"old", 7, 30 * NS, b"v5\r\n", 1_700_000_000 * NS, 2, 1)
@@ -756,42 +794,154 @@ def test_v5_is_read_too(tmp_path: Path) -> None:
 def test_interrupted_migration_is_redone(tmp_path: Path) -> None:
     """New files written, old ones not yet removed: replay both, the new ones win."""
     (tmp_path / "binlog.1").write_bytes(struct.pack("<i", 7) + v7_record(1, 1, b"default", b"a\r\n"))
-    wal = Binlog(str(tmp_path), 65536, None, log=lambda m: None)
+    wal = make_log(tmp_path)
     records, _ = wal.open()
     wal.abandon()
     (tmp_path / "binlog.1").write_bytes(struct.pack("<i", 7) + v7_record(1, 1, b"default", b"a\r\n"))
-    wal = Binlog(str(tmp_path), 65536, None, log=lambda m: None)
+    wal = make_log(tmp_path)
     again, next_id = wal.open()
     assert [r.fields() for r in again] == [r.fields() for r in records] and next_id == 2
 
 
 def test_newer_format_refuses_to_start(tmp_path: Path) -> None:
-    head = bl._HEAD.pack(bl.MAGIC, 99, HEADER_SIZE, 1, 0, 1)
-    (tmp_path / f"{FILE_PREFIX}1").write_bytes(head + struct.pack("<I", bl.zlib.crc32(head)) + bytes(4))
+    head = struct.pack("<8sIIQQQ", bl.MAGIC, 99, HEADER_SIZE, 1, 0, 1)
+    (tmp_path / f"{FILE_PREFIX}1").write_bytes(head + struct.pack("<I", zlib.crc32(head)) + bytes(4))
     with pytest.raises(bl.BinlogOpenError, match="newer"):
-        Binlog(str(tmp_path), 65536, None, log=lambda m: None).open()
+        make_log(tmp_path).open()
 
 
 def test_binlog_error_classes() -> None:
     assert issubclass(BinlogFull, BinlogError) and issubclass(bl.BinlogIOError, BinlogError)
     assert issubclass(bl.BinlogLockError, BinlogError) and issubclass(bl.BinlogOpenError, BinlogError)
+    # the engine catches the interface's errors without importing the binlog
+    assert issubclass(BinlogError, WalError)
+    assert issubclass(BinlogFull, WalFull) and issubclass(bl.BinlogIOError, WalIOError)
+
+
+def test_binlog_implements_the_wal_seams(tmp_path: Path) -> None:
+    wal: WriteAheadLog = make_log(tmp_path)  # mypy checks the Protocols here
+    durability: Durability = bl.Sync(None, mono, lambda kind, text: None, str(tmp_path))
+    assert isinstance(wal, Binlog) and not durability.periodic
+    wal.open()
+    assert wal.stats() == WalStats(1, 1, 0, 0, 65536)
+    wal.close()
+
+
+def fake_job(job_id: int, state: str = READY, created_at: int = 0, deadline: int = 0) -> SimpleNamespace:
+    """What the log reads of a job, without an engine."""
+    return SimpleNamespace(
+        id=job_id, tube=SimpleNamespace(name=b"t"), state=state, pri=1, delay=2, ttr=3,
+        created_at=created_at, deadline=deadline, body=b"b\r\n", reserve_ct=0, timeout_ct=0,
+        release_ct=0, bury_ct=0, kick_ct=0, file=0, wal_stamp=0,
+    )
+
+
+def test_times_come_from_the_callers_clocks(tmp_path: Path) -> None:
+    """Records keep wall-clock times computed from the two clocks given, never from time.*."""
+    for module in (bl.format, bl.migrate, bl.space, bl.sync, bl.log):
+        assert "time" not in vars(module), module.__name__
+    wal = Binlog(str(tmp_path), 65536, None, clock=lambda: 5 * NS, wall_clock=lambda: 1000 * NS,
+                 log=lambda m: None)
+    wal.open()
+    wal.append_put(fake_job(1, created_at=4 * NS))  # type: ignore[arg-type]
+    wal.append_put(fake_job(2, DELAYED, created_at=4 * NS, deadline=9 * NS))  # type: ignore[arg-type]
+    wal.close()
+    records, _ = make_log(tmp_path).open()
+    got = {r.id: (r.created_at, r.deadline, r.delay, r.ttr) for r in records}
+    assert got == {1: (999 * NS, 0, 2 * NS, 3 * NS), 2: (999 * NS, 1004 * NS, 2 * NS, 3 * NS)}
+
+
+def test_files_hold_exactly_what_the_encoders_make(tmp_path: Path) -> None:
+    """Production writes through the encoders the round-trip tests check."""
+    node = Node(tmp_path)
+    c = node.conn()
+    node.send(c, b"put 3 0 60 2\r\nab\r\nput 1 40 60 1\r\nd\r\nreserve\r\nrelease 1 7 30\r\n")
+    node.send(c, b"reserve-job 2\r\nbury 2 5\r\nkick 1\r\ndelete 2\r\n")
+    node.wal.append_move(node.engine.jobs[1], b"elsewhere")
+    node.crash()
+    (name,) = own_files(tmp_path)
+    data = (tmp_path / name).read_bytes()
+    scan = Scan(data)
+    rebuilt = data[:HEADER_SIZE]
+    kinds = []
+    for _pos, _end, kind, value in scan:
+        kinds.append(kind)
+        if isinstance(value, JobRecord):
+            rebuilt += full_bytes(value)
+        elif isinstance(value, Update):
+            rebuilt += encode_update(value)
+        else:
+            rebuilt += encode_delete(value)
+    assert scan.problem is None and rebuilt == data[: scan.end]
+    assert {bl.T_FULL, bl.T_UPDATE, bl.T_DELETE} <= set(kinds)
+
+
+# --------------------------------------------------------------------- moving a job to another tube
+
+
+def test_move_survives_a_crash(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    c = node.conn()
+    node.send(c, b"use a\r\nput 5 0 60 1\r\nx\r\nput 6 300 60 1\r\ny\r\nput 7 0 60 1\r\nz\r\n")
+    node.send(c, b"watch a\r\nreserve-job 1\r\nrelease 1 5 0\r\nreserve-job 3\r\nbury 3 7\r\n")
+    node.send(c, b"use b\r\nput 0 0 60 1\r\nw\r\nreserve-job 4\r\nbury 4 0\r\n")  # buried in b first
+    before, times = snapshot(node.engine), wall_times(node.engine)
+    for job_id in (1, 2, 3):
+        job = node.engine.jobs[job_id]
+        node.wal.append_move(job, b"b")
+        assert job.tube.name == b"a"  # the engine moves it once the record is written
+        assert job.file == node.wal.stats().current_index and node.wal.space.where[job_id].seq == job.file
+        check_invariants(node.wal)
+    with pytest.raises(ValueError):
+        node.wal.append_move(node.engine.jobs[1], b"")
+    node.crash()
+
+    again = Node(tmp_path)
+    assert again.logs == []
+    expect = {job_id: (b"b" if job_id < 4 else row[0],) + row[1:] for job_id, row in before.items()}
+    assert snapshot(again.engine) == expect
+    assert_same_times(times, wall_times(again.engine))
+    assert (again.engine.jobs[1].release_ct, again.engine.jobs[3].bury_ct) == (1, 1)
+    assert buried_order(again.engine, b"b") == [4, 3]  # a new stamp: behind those buried there before
+    # records after a move apply to the moved job
+    job = again.engine.jobs[3]
+    again.wal.append_update(job, READY, bump="kick")
+    again.crash()
+    third = Node(tmp_path)
+    job = third.engine.jobs[3]
+    assert (job.tube.name, job.state, job.kick_ct, job.bury_ct) == (b"b", READY, 1, 1)
+
+
+def test_engine_move_is_logged(tmp_path: Path) -> None:
+    if not hasattr(Engine, "move_jobs"):
+        pytest.skip("this engine cannot move jobs yet")
+    node = Node(tmp_path)
+    c = node.conn()
+    node.send(c, b"use a\r\nput 0 0 60 1\r\nx\r\nput 0 0 60 1\r\ny\r\n")
+    assert node.engine.move_jobs(b"a", b"b", READY, 1, mono()) == 1
+    before = snapshot(node.engine)
+    node.crash()
+    again = Node(tmp_path)
+    assert snapshot(again.engine) == before
+    assert {job.id: job.tube.name for job in again.engine.jobs.values()} == {1: b"b", 2: b"a"}
 
 
 # --------------------------------------------------------------------- random operations
 
 
 def check_invariants(wal: Binlog) -> None:
-    cur = wal._cur
+    space = wal.space
+    cur = space.current
     assert cur is not None
-    spare_slots = sum((f.size - f.used) // bl.SLOT for f in wal._spares)
-    assert wal._spare_slots == spare_slots
-    assert (cur.size - cur.used) // bl.SLOT + spare_slots >= len(wal._where)  # every live job can be deleted
-    files = [*wal._closed, cur, *wal._spares]
+    spare_slots = sum((f.size - f.used) // bl.SLOT for f in space.spares)
+    assert space.spare_slots == spare_slots
+    assert (cur.size - cur.used) // bl.SLOT + spare_slots >= len(space.where)  # every live job can be deleted
+    files = [*space.closed, cur, *space.spares]
     assert [f.seq for f in files] == sorted(f.seq for f in files)
     assert sum(f.size for f in files) == wal.disk_bytes
     assert sum(sum(f.live.values()) for f in files) == wal.live_bytes
-    assert sum(len(f.live) for f in files) == len(wal._where)
-    for job_id, f in wal._where.items():
+    assert sum(len(f.live) for f in files) == len(space.where)
+    for job_id, f in space.where.items():
         assert job_id in f.live
 
 
@@ -829,7 +979,7 @@ def test_random_operations_crashes_and_full_disks(tmp_path: Path, seed: int) -> 
             c = rng.choice(conns)
             ids = list(node.engine.jobs) or [1]
             job_id = rng.choice(ids + [max(ids) + 1])
-            mine = [job.id for job in c.client.reserved]
+            mine = [job.id for job in c.session.reserved]
             op = rng.random()
             if op < 0.3:
                 body = b"b" * rng.choice([1, 10, 100, 700])
@@ -854,7 +1004,7 @@ def test_random_operations_crashes_and_full_disks(tmp_path: Path, seed: int) -> 
                 node.send(c, b"kick-job %d\r\n" % job_id)
             elif op < 0.98:
                 node.engine.tick(mono() + 2 * NS)  # TTRs of 1 s run out (delays of 300 s do not)
-                node.engine.completed.clear()
+                node.engine.take_completed()
             else:
                 c.close(mono())  # its reserved jobs go back to ready
                 conns[conns.index(c)] = node.conn()

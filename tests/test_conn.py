@@ -1,80 +1,19 @@
 """Deterministic tests of conn.Connection over engine.Engine: no sockets, no sleeps.
 
-Each test drives connections the way server.py does: bytes in with
-``receive_data(data, now)``, replies out with ``take_output()``, and finished
-blocked reserves delivered from ``engine.completed`` with ``conn.deliver`` (see
-``settle``, a copy of ``Server._settle`` without the task wake-ups).
+Each test drives connections through ``Rig`` (tests/rig.py) the way server.py
+does: bytes in with ``receive_data(data, now)``, replies out with
+``take_output()``, and finished blocked reserves delivered with ``settle``.
+Some tests here also look at engine state; test_counters.py uses the rig only.
 """
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from beanstalk_py.conn import OUTPUT_HIGH_WATER, Connection
-from beanstalk_py.engine import NS, Engine
+from beanstalk_py.conn import OUTPUT_HIGH_WATER
+from beanstalk_py.engine import NS
 from beanstalk_py.job import READY, RESERVED
-from beanstalk_py.stats import ServerInfo
-
-T0 = 1_000 * NS
-
-
-# --------------------------------------------------------------------- harness
-
-
-def settle(engine: Engine, now: int) -> None:
-    """Deliver finished reserves to their connections, as Server._settle does."""
-    while engine.completed:
-        batch = engine.completed
-        engine.completed = []
-        for client, outcome in batch:
-            client.owner.deliver(outcome, now)
-
-
-class Rig:
-    """One engine and any number of connections on it."""
-
-    def __init__(self, max_job_size: int = 65535) -> None:
-        self.engine = Engine(max_job_size=max_job_size)
-        self.info = ServerInfo(started_at=T0, instance_id="0123456789abcdef")
-
-    def conn(self) -> Connection:
-        return Connection(self.engine, self.info)
-
-    def send(self, conn: Connection, data: bytes, now: int = T0) -> bytes:
-        conn.receive_data(data, now)
-        settle(self.engine, now)
-        return conn.take_output()
-
-    def tick(self, now: int) -> None:
-        self.engine.tick(now)
-        settle(self.engine, now)
-
-
-def yaml_of(reply: bytes) -> dict[str, str]:
-    """Parse an ``OK <n>\\r\\n<yaml>\\r\\n`` reply into its key: value pairs."""
-    match = re.fullmatch(rb"OK (\d+)\r\n(.*)\r\n", reply, re.S)
-    assert match, reply
-    body = match.group(2)
-    assert int(match.group(1)) == len(body)
-    assert body.startswith(b"---\n")
-    fields = {}
-    for line in body[4:].decode().splitlines():
-        key, value = line.split(": ", 1)
-        fields[key] = value
-    return fields
-
-
-def list_of(reply: bytes) -> list[str]:
-    match = re.fullmatch(rb"OK (\d+)\r\n(.*)\r\n", reply, re.S)
-    assert match, reply
-    body = match.group(2)
-    assert int(match.group(1)) == len(body)
-    lines = body.decode().splitlines()
-    assert lines[0] == "---"
-    assert all(line.startswith("- ") for line in lines[1:])
-    return [line[2:] for line in lines[1:]]
+from rig import T0, Rig, list_of, settle, yaml_of
 
 
 @pytest.fixture
@@ -139,7 +78,7 @@ def test_job_too_big_discards_body() -> None:
 
 def test_draining_put(rig: Rig) -> None:
     c = rig.conn()
-    rig.engine.draining = True
+    rig.drain()
     assert rig.send(c, b"put 0 0 1 1\r\nx\r\n") == b"DRAINING\r\n"
     # The id was used up; other commands still work.
     assert rig.send(c, b"peek 1\r\n") == b"NOT_FOUND\r\n"
@@ -147,8 +86,8 @@ def test_draining_put(rig: Rig) -> None:
     assert fields["draining"] == "true"
     assert fields["cmd-put"] == "1"
     assert fields["total-jobs"] == "0"
-    rig.engine.draining = False
-    assert rig.send(c, b"put 0 0 1 1\r\nx\r\n") == b"INSERTED 2\r\n"
+    assert rig.send(c, b"put 0 0 1 1\r\nx\r\n") == b"DRAINING\r\n"  # one way, as in 1.12
+    assert yaml_of(rig.send(c, b"stats\r\n"))["cmd-put"] == "2"
 
 
 def test_reserve_delete_release_bury_kick_touch(rig: Rig) -> None:
@@ -319,7 +258,7 @@ def test_blocked_reserve_completed_by_other_connections_put(rig: Rig) -> None:
     assert fields["current-waiting"] == "1"
     assert rig.send(producer, b"put 0 0 10 2\r\nok\r\n", T0 + NS) == b"INSERTED 1\r\n"
     # settle() delivered the job, and the held-back command ran after it.
-    assert rig.engine.completed == []
+    assert rig.engine.take_completed() == []
     assert worker.take_output() == b"RESERVED 1 2\r\nok\r\nUSING default\r\n"
     assert not worker.blocked
     stats = yaml_of(rig.send(producer, b"stats-job 1\r\n", T0 + NS))
@@ -488,7 +427,7 @@ def test_close_while_waiting_leaves_no_waiter(rig: Rig) -> None:
     a.close(T0)
     settle(rig.engine, T0)
     assert rig.send(b, b"put 0 0 60 1\r\nr\r\n") == b"INSERTED 1\r\n"
-    assert rig.engine.completed == []
+    assert rig.engine.take_completed() == []
     assert a.take_output() == b""
     assert rig.send(b, b"peek-ready\r\n") == b"FOUND 1 1\r\nr\r\n"
 

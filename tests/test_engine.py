@@ -8,17 +8,40 @@ import pytest
 
 from beanstalk_py.engine import DEADLINE_SOON, NOT_IGNORED, NS, TIMED_OUT, WIDE_WATCH, Engine
 from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
+from beanstalk_py.session import MemorySession
 
 T0 = 1_000 * NS
 
 
+class Owner:
+    """Stands in for a connection: the session's completed reserves go here."""
+
+    session: MemorySession
+
+    def deliver(self, outcome, now: int) -> None:
+        raise AssertionError("the tests read outcomes with completed()")
+
+
+def new_client(engine: Engine) -> MemorySession:
+    owner = Owner()
+    owner.session = engine.open_session(owner)
+    return owner.session
+
+
+def completed(engine: Engine) -> list:
+    """Reserves finished since the last call: (session, outcome) pairs."""
+    return [(owner.session, outcome) for owner, outcome in engine.take_completed()]
+
+
 def put(engine: Engine, client, pri: int = 0, delay: int = 0, ttr: int = 60, body: bytes = b"x", now: int = T0):
-    return engine.put(client, engine.allocate_id(), pri, delay, ttr, body + b"\r\n", now)
+    job_id = engine.begin_put(client)
+    assert engine.put(client, job_id, pri, delay, ttr, body + b"\r\n", now)
+    return engine.jobs[job_id]
 
 
 def test_priority_then_id_order() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     a = put(e, c, pri=5)
     b = put(e, c, pri=1)
     d = put(e, c, pri=5)
@@ -28,7 +51,7 @@ def test_priority_then_id_order() -> None:
 
 def test_unsigned_priority() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     big = put(e, c, pri=2**32 - 1)
     small = put(e, c, pri=0)
     assert e.reserve(c, 0, T0) is small
@@ -37,7 +60,7 @@ def test_unsigned_priority() -> None:
 
 def test_released_job_keeps_its_id_rank() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     first = put(e, c)
     e.reserve(c, 0, T0)
     second = put(e, c)
@@ -48,7 +71,7 @@ def test_released_job_keeps_its_id_rank() -> None:
 
 def test_delay_becomes_ready_on_tick() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     job = put(e, c, delay=5)
     assert job.state == DELAYED
     assert e.next_wakeup() == T0 + 5 * NS
@@ -60,7 +83,7 @@ def test_delay_becomes_ready_on_tick() -> None:
 
 def test_ttr_expiry_is_never_lost() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     job = put(e, c, ttr=60)
     assert e.reserve(c, 0, T0) is job
     deadline = T0 + 60 * NS
@@ -74,7 +97,7 @@ def test_ttr_expiry_is_never_lost() -> None:
 
 def test_ttr_minimum_is_one_second() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     job = put(e, c, ttr=0)
     assert job.ttr == 1
     reserved = e.reserve(c, -1, 0)
@@ -83,7 +106,7 @@ def test_ttr_minimum_is_one_second() -> None:
 
 def test_touch_moves_deadline() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     job = put(e, c, ttr=10)
     e.reserve(c, 0, T0)
     assert e.touch(c, job.id, T0 + 9 * NS)
@@ -95,68 +118,68 @@ def test_touch_moves_deadline() -> None:
 
 def test_waiter_gets_job_from_put() -> None:
     e = Engine()
-    worker, producer = e.new_client(), e.new_client()
+    worker, producer = new_client(e), new_client(e)
     assert e.reserve(worker, -1, T0) is None
     assert worker.waiting and e.waiting_ct == 1
     job = put(e, producer)
-    assert e.completed == [(worker, job)]
+    assert completed(e) == [(worker, job)]
     assert job.reserver is worker and not worker.waiting
 
 
 def test_waiters_served_in_arrival_order() -> None:
     e = Engine()
-    producer = e.new_client()
-    workers = [e.new_client() for _ in range(6)]
+    producer = new_client(e)
+    workers = [new_client(e) for _ in range(6)]
     for w in workers:
         assert e.reserve(w, -1, T0) is None
     for _ in workers:
         put(e, producer)
-    assert [client for client, _ in e.completed] == workers
+    assert [client for client, _ in completed(e)] == workers
 
 
 def test_reserve_timeout_and_zero() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     assert e.reserve(c, 0, T0) == TIMED_OUT
     assert e.reserve(c, 2, T0) is None
     e.tick(T0 + 2 * NS - 1)
-    assert e.completed == []
+    assert completed(e) == []
     e.tick(T0 + 2 * NS)
-    assert e.completed == [(c, TIMED_OUT)]
+    assert completed(e) == [(c, TIMED_OUT)]
     assert not c.waiting and e.waiting_ct == 0
 
 
 def test_deadline_soon_immediate_and_while_waiting() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     put(e, c, ttr=1)
     e.reserve(c, 0, T0)
     # ttr 1: inside the one-second margin at once.
     assert e.reserve(c, 5, T0) == DEADLINE_SOON
     e2 = Engine()
-    c2 = e2.new_client()
+    c2 = new_client(e2)
     job = put(e2, c2, ttr=10)
     e2.reserve(c2, 0, T0)
     assert e2.reserve(c2, -1, T0) is None
     e2.tick(T0 + 9 * NS)
-    assert e2.completed == [(c2, DEADLINE_SOON)]
+    assert completed(e2) == [(c2, DEADLINE_SOON)]
     assert job.state == RESERVED  # DEADLINE_SOON does not release the job
 
 
 def test_close_releases_reserved_jobs_without_counting_timeouts() -> None:
     e = Engine()
-    c, other = e.new_client(), e.new_client()
+    c, other = new_client(e), new_client(e)
     job = put(e, c)
     e.reserve(c, 0, T0)
     assert e.reserve(other, -1, T0) is None
-    e.close_client(c, T0)
-    assert e.completed == [(other, job)]
+    e.close_session(c, T0)
+    assert completed(e) == [(other, job)]
     assert job.timeout_ct == 0
 
 
 def test_delete_rules() -> None:
     e = Engine()
-    a, b = e.new_client(), e.new_client()
+    a, b = new_client(e), new_client(e)
     ready = put(e, a)
     delayed = put(e, a, delay=10)
     reserved = put(e, a, pri=0)
@@ -172,14 +195,14 @@ def test_delete_rules() -> None:
 
 def test_bury_kick_and_kick_job() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     jobs = [put(e, c) for _ in range(3)]
     for job in jobs:
         e.reserve(c, 0, T0)
         assert e.bury(c, job.id, 7)
     assert [j.state for j in jobs] == [BURIED] * 3
     delayed = put(e, c, delay=100)
-    assert e.peek_buried(c) is jobs[0]
+    assert e.peek_tube(b"default", BURIED) is jobs[0]
     assert e.kick(c, 2, T0) == 2  # buried first, never delayed in the same kick
     assert jobs[2].state == BURIED and delayed.state == DELAYED
     assert e.kick_job(jobs[2].id, T0)
@@ -191,7 +214,7 @@ def test_bury_kick_and_kick_job() -> None:
 
 def test_reserve_job_any_state() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     delayed = put(e, c, delay=100)
     assert e.reserve_job(c, delayed.id, T0) is delayed
     assert e.reserve_job(c, delayed.id, T0) is None
@@ -201,31 +224,31 @@ def test_reserve_job_any_state() -> None:
 
 def test_pause_holds_jobs_then_wakes_waiters() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     job = put(e, c)
     assert e.pause_tube(b"default", 10, T0)
     assert e.reserve(c, -1, T0) is None
     e.tick(T0 + 10 * NS - 1)
-    assert e.completed == []
+    assert completed(e) == []
     e.tick(T0 + 10 * NS)
-    assert e.completed == [(c, job)]
+    assert completed(e) == [(c, job)]
     assert not e.pause_tube(b"nothere", 1, T0)
 
 
 def test_pause_zero_unpauses_at_once() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     put(e, c)
     e.pause_tube(b"default", 100, T0)
     assert e.reserve(c, -1, T0) is None
     e.pause_tube(b"default", 0, T0)
     e.tick(T0 + 1)
-    assert len(e.completed) == 1
+    assert len(completed(e)) == 1
 
 
 def test_tubes_vanish_when_unused_and_list_order_swaps() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     for name in (b"a", b"b", b"c", b"d"):
         e.watch(c, name)
     assert [t.name for t in e.tube_list] == [b"default", b"a", b"b", b"c", b"d"]
@@ -239,7 +262,7 @@ def test_tubes_vanish_when_unused_and_list_order_swaps() -> None:
 
 def test_ignore_last_tube() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     assert e.ignore(c, b"default") == NOT_IGNORED
     assert e.ignore(c, b"nothere") == 1
     assert e.watch(c, b"x") == 2
@@ -248,7 +271,7 @@ def test_ignore_last_tube() -> None:
 
 def test_tube_survives_while_it_has_jobs() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     e.use(c, b"t")
     job = put(e, c)
     e.use(c, b"default")
@@ -259,7 +282,7 @@ def test_tube_survives_while_it_has_jobs() -> None:
 
 def test_multi_tube_reserve_takes_global_best() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     e.use(c, b"abc")
     put(e, c, pri=999999)
     e.use(c, b"def")
@@ -274,7 +297,7 @@ def test_wide_and_narrow_watchers_agree(tubes: int) -> None:
     """A worker watching many tubes uses the tube index; results must match a scan."""
     rng = random.Random(tubes)
     e = Engine()
-    producer, worker = e.new_client(), e.new_client()
+    producer, worker = new_client(e), new_client(e)
     names = [b"t%d" % i for i in range(tubes)]
     for name in names:
         e.watch(worker, name)
@@ -289,26 +312,26 @@ def test_wide_and_narrow_watchers_agree(tubes: int) -> None:
     assert e.reserve(worker, -1, T0) is None
     e.use(producer, names[-1])
     job = put(e, producer)
-    assert e.completed[-1] == (worker, job)
+    assert completed(e)[-1] == (worker, job)
 
 
 def test_wide_waiter_order_against_narrow_waiters() -> None:
     e = Engine()
-    producer = e.new_client()
-    wide = e.new_client()
+    producer = new_client(e)
+    wide = new_client(e)
     for i in range(WIDE_WATCH + 1):
         e.watch(wide, b"w%d" % i)
-    narrow = e.new_client()
+    narrow = new_client(e)
     assert e.reserve(wide, -1, T0) is None
     assert e.reserve(narrow, -1, T0) is None
     first = put(e, producer)
     second = put(e, producer)
-    assert e.completed == [(wide, first), (narrow, second)]
+    assert completed(e) == [(wide, first), (narrow, second)]
 
 
 def test_counters() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     put(e, c, pri=10)
     put(e, c, pri=2000)
     put(e, c, delay=3)
@@ -323,7 +346,7 @@ def test_counters() -> None:
 def test_many_jobs_stay_fast_paths() -> None:
     """Sanity check of the O(log n) structures: 20k jobs in and out, in order."""
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     rng = random.Random(1)
     for _ in range(20000):
         put(e, c, pri=rng.randrange(100))
@@ -338,7 +361,7 @@ def test_many_jobs_stay_fast_paths() -> None:
 
 def test_job_counters_are_allocated_only_when_one_changes() -> None:
     e = Engine()
-    c = e.new_client()
+    c = new_client(e)
     waiting = put(e, c)
     handled = put(e, c)
     assert e.reserve(c, -1, 0) is not None

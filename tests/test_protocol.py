@@ -15,8 +15,8 @@ from beanstalk_py.protocol import (
     valid_tube_name,
 )
 
-BAD = ("reply", BAD_FORMAT, None)
-UNKNOWN = ("reply", UNKNOWN_COMMAND, None)
+BAD = ("reply", BAD_FORMAT)
+UNKNOWN = ("reply", UNKNOWN_COMMAND)
 
 
 def requests(data: bytes, max_job_size: int = 65535) -> list[tuple]:
@@ -26,7 +26,9 @@ def requests(data: bytes, max_job_size: int = 65535) -> list[tuple]:
     while (request := parser.next_request()) is not None:
         out.append(request)
         if request[0] == "put":
-            parser.expect_body(request[4])
+            body = parser.take_body(request[4])
+            if body is not None:
+                out.append(body)
     return out
 
 
@@ -48,7 +50,7 @@ def requests(data: bytes, max_job_size: int = 65535) -> list[tuple]:
         (b"kick-job", UNKNOWN),
         (b"pause-tubedefault 0", ("pause-tube", b"default", 0)),
         (b"pause-tube   foo 5", ("pause-tube", b"foo", 5)),
-        (b"pause-tube -abc 0", ("reply", BAD_FORMAT, "pause-tube")),
+        (b"pause-tube -abc 0", ("pause-tube-bad-name",)),
         (b"pause-tube default 4294967296", BAD),
         (b"stats\x00", BAD),
     ],
@@ -67,9 +69,9 @@ def test_prefix_matching(line: bytes, expected: tuple) -> None:
         (b"put -1 0 100 1", BAD),
         (b"put +1 0 100 1", BAD),
         (b"put 512 -1 100 0", BAD),
-        (b"put 0 0 1 1x", ("reply", BAD_FORMAT, "put")),
-        (b"put 0 0 1 1 ", ("reply", BAD_FORMAT, "put")),
-        (b"put 0 0 1 10b", ("reply", BAD_FORMAT, "put")),
+        (b"put 0 0 1 1x", ("put-bad-format",)),
+        (b"put 0 0 1 1 ", ("put-bad-format",)),
+        (b"put 0 0 1 10b", ("put-bad-format",)),
         (b"put 0 0 1 4294967296", BAD),
         (b"put 0 0 1", BAD),
     ],
@@ -193,9 +195,9 @@ def test_put_body_and_crlf() -> None:
     [
         (b"put 0 0 1 3\r\nab", 65535, ("put", 0, 0, 1, 3)),  # body not all here yet
         (b"put 0 0 1 1\r\nxy\r\n", 65535, ("put", 0, 0, 1, 1)),  # no CRLF after the body
-        (b"put 0 0 1 4\r\nabcd\r\n", 3, ("count", "put")),  # too big
+        (b"put 0 0 1 4\r\nabcd\r\n", 3, ("put-too-big",)),  # too big
         (b"put 4294967296 0 1 1\r\nx\r\n", 65535, BAD),  # out of range
-        (b"put 0 0 1 1 \r\nx\r\n", 65535, ("reply", BAD_FORMAT, "put")),
+        (b"put 0 0 1 1 \r\nx\r\n", 65535, ("put-bad-format",)),
     ],
 )
 def test_put_fast_path_leaves_every_other_case_to_the_general_path(
@@ -207,19 +209,19 @@ def test_put_fast_path_leaves_every_other_case_to_the_general_path(
 
 
 def test_bad_put_line_does_not_skip_body() -> None:
-    assert requests(b"put 0 0 1 1 \r\nx\r\n") == [("reply", BAD_FORMAT, "put"), UNKNOWN]
+    assert requests(b"put 0 0 1 1 \r\nx\r\n") == [("put-bad-format",), UNKNOWN]
 
 
 def test_job_too_big_discards_body_without_buffering() -> None:
     parser = Parser(10)
     parser.feed(b"put 0 0 1 11\r\n")
-    assert parser.next_request() == ("count", "put")  # counted at the header, as 1.12
+    assert parser.next_request() == ("put-too-big",)  # counted at the header, as 1.12
     assert parser.next_request() is None
     parser.feed(b"delete 9999\r")
     assert parser.next_request() is None
     assert parser.buffered == 0
     parser.feed(b"\nuse zz\r\n")
-    assert parser.next_request() == ("reply", JOB_TOO_BIG, None)
+    assert parser.next_request() == ("reply", JOB_TOO_BIG)
     assert parser.next_request() == ("use", b"zz")
 
 
@@ -227,7 +229,7 @@ def test_body_split_across_feeds() -> None:
     parser = Parser()
     parser.feed(b"put 0 0 1 5\r\nhe")
     assert parser.next_request() == ("put", 0, 0, 1, 5)
-    parser.expect_body(5)
+    assert parser.take_body(5) is None
     assert parser.next_request() is None
     parser.feed(b"llo\r")
     assert parser.next_request() is None

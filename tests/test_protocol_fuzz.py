@@ -29,7 +29,7 @@ from beanstalk_py import conn as conn_module
 from beanstalk_py import stats as stats_module
 from beanstalk_py.conn import Connection
 from beanstalk_py.engine import NS, Engine
-from beanstalk_py.protocol import LINE_LIMIT, Parser
+from beanstalk_py.protocol import _BODY, LINE_LIMIT, Parser
 from beanstalk_py.stats import ServerInfo
 
 NOW = 5_000 * NS
@@ -225,7 +225,9 @@ def drain(parser: Parser) -> list[tuple]:
             continue
         out.append(request)
         if request[0] == "put":
-            parser.expect_body(request[4])
+            body = parser.take_body(request[4])
+            if body is not None:
+                out.append(body)
 
 
 def parse_pieces(pieces: list[bytes], max_job_size: int) -> list[tuple]:
@@ -240,7 +242,7 @@ def parse_pieces(pieces: list[bytes], max_job_size: int) -> list[tuple]:
 
 def check_bounds(parser: Parser, max_job_size: int) -> None:
     """After draining: a partial line < LINE_LIMIT, or a partial body < its size + 2."""
-    if parser.awaiting_body:
+    if parser._state == _BODY:  # inside a put's body
         assert parser.buffered < max_job_size + 2
     else:
         assert parser.buffered < LINE_LIMIT
@@ -255,10 +257,9 @@ def pump(engine: Engine, conn: Connection, out: list[bytes]) -> None:
     """Deliver finished reserves and drain output, resuming held-back commands,
     as server.py's _settle and its send loop do."""
     while True:
-        while engine.completed:
-            batch, engine.completed = engine.completed, []
-            for client, outcome in batch:
-                client.owner.deliver(outcome, NOW)
+        while batch := engine.take_completed():
+            for owner, outcome in batch:
+                owner.deliver(outcome, NOW)
         if not conn.out:
             return
         out.append(conn.take_output())
@@ -274,7 +275,7 @@ def converse(pieces: list[bytes], max_job_size: int, eof: bool = True) -> bytes:
     for piece in pieces:
         conn.receive_data(piece, NOW)
         # One connection and a fixed clock: nobody else can finish its reserve.
-        assert engine.completed == []
+        assert engine.take_completed() == []
         pump(engine, conn, out)
     if eof:
         conn.receive_eof(NOW)  # during a blocking reserve this answers TIMED_OUT
@@ -405,7 +406,7 @@ def test_line_mode_buffer_is_bounded(chunks: list[bytes], prefix: str) -> None:
         drain(parser)
     for chunk in chunks:
         parser.feed(chunk)
-        assert not parser.awaiting_body
+        assert parser._state != _BODY
         assert parser.buffered <= LINE_LIMIT + len(chunk)
         assert drain(parser) == []
         assert parser.buffered <= LINE_LIMIT
@@ -413,7 +414,7 @@ def test_line_mode_buffer_is_bounded(chunks: list[bytes], prefix: str) -> None:
     parser.feed(b"\r\nstats\r\n")
     requests = drain(parser)
     if sum(map(len, chunks)) >= LINE_LIMIT:
-        assert requests == [("reply", b"BAD_FORMAT\r\n", None), ("stats",)]
+        assert requests == [("reply", b"BAD_FORMAT\r\n"), ("stats",)]
 
 
 # --------------------------------------------------------------------- several connections and a moving clock
@@ -457,7 +458,7 @@ def check_engine(engine: Engine, conns: list[Connection], now: int) -> None:
     tubes = list(engine.tubes.values())
     assert {t.name for t in engine.tube_list} == set(engine.tubes)
     assert engine.default in tubes
-    clients = [c.client for c in conns]
+    clients = [c.session for c in conns]
     assert engine.conn_ct == len(clients)
     states = {READY: 0, DELAYED: 0, RESERVED: 0, BURIED: 0}
     for job in engine.jobs.values():
@@ -474,7 +475,7 @@ def check_engine(engine: Engine, conns: list[Connection], now: int) -> None:
             assert job.deadline > now, "a TTR expiry was missed"
     assert engine.ready_ct == states[READY] == sum(len(t.ready) for t in tubes)
     assert engine.buried_ct == states[BURIED] == sum(len(t.buried) for t in tubes)
-    assert engine.reserved_ct == states[RESERVED] == sum(t.reserved_ct for t in tubes)
+    assert engine.reserved_ct == states[RESERVED] == sum(len(t.reserved) for t in tubes)
     assert engine.reserved_ct == sum(len(c.reserved) for c in clients)
     assert engine.delayed_count() == states[DELAYED]
     urgent = sum(1 for j in engine.jobs.values() if j.state == READY and j.pri < 1024)
@@ -492,7 +493,7 @@ def check_engine(engine: Engine, conns: list[Connection], now: int) -> None:
             assert not any(c.waiting and tube in c.watch for c in clients)
     for when, _seq, _kind, obj in engine.timers:
         assert when > now, "a due timer was not run"
-    assert engine.completed == []
+    assert engine.take_completed() == []
 
 
 @st.composite
@@ -527,10 +528,9 @@ def test_connections_and_clock_keep_engine_consistent(args) -> None:
         progress = True
         while progress:
             progress = False
-            while engine.completed:
-                batch, engine.completed = engine.completed, []
-                for client, outcome in batch:
-                    client.owner.deliver(outcome, now)
+            while batch := engine.take_completed():
+                for owner, outcome in batch:
+                    owner.deliver(outcome, now)
             for i, conn in enumerate(conns):
                 if conn.out:
                     outputs[id(conn)].append(conn.take_output())
@@ -565,6 +565,6 @@ def test_connections_and_clock_keep_engine_consistent(args) -> None:
         for conn in conns:
             split_replies(b"".join(outputs[id(conn)]))
             conn.close(now)
-    engine.completed.clear()  # hand-overs between connections that all closed
+    engine.take_completed()  # hand-overs between connections that all closed
     assert engine.conn_ct == 0 and engine.reserved_ct == 0 and engine.waiting_ct == 0
     assert engine.ready_ct + engine.buried_ct + engine.delayed_count() == len(engine.jobs)

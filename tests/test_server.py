@@ -82,22 +82,6 @@ def test_sigterm_while_serving_during_start_up_exits_cleanly() -> None:
                 proc.wait()
 
 
-def test_early_signals_are_noted_not_raised() -> None:
-    from beanstalk_py.engine import Engine
-    from beanstalk_py.main import _EarlySignals, _Stopped
-
-    early = _EarlySignals()
-    early.note(signal.SIGUSR1, None)
-    early.check()  # draining is not stopping
-    engine = Engine()
-    early.engine = engine
-    early.note(signal.SIGUSR1, None)
-    assert early.drain and engine.draining
-    early.note(signal.SIGTERM, None)  # must not raise where it lands
-    with pytest.raises(_Stopped):
-        early.check()
-
-
 def test_default_address_is_announced() -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -406,11 +390,11 @@ def test_internal_error_costs_one_connection_not_the_server(monkeypatch) -> None
     # start the daemon in a wrapper that patches the stats-job handler.
     code = (
         "import sys; from beanstalk_py import conn; "
-        "orig = conn._HANDLERS['stats-job']\n"
+        "orig, counted = conn._DISPATCH['stats-job']\n"
         "def boom(self, request, now):\n"
         "    if request[1] == 999: raise RuntimeError('injected')\n"
         "    return orig(self, request, now)\n"
-        "conn._HANDLERS['stats-job'] = boom\n"
+        "conn._DISPATCH['stats-job'] = (boom, counted)\n"
         "from beanstalk_py.main import main; sys.exit(main(sys.argv[1:]))"
     )
     for io_mode in ("epoll", "tasks"):

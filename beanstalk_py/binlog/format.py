@@ -1,0 +1,375 @@
+"""Our binlog file format: records, their one encoder each, and the scanner
+(what beanstalkd keeps in file.c: ``readrec``, ``filewrjobshort``/``full``).
+
+The log (:mod:`.log`) writes every record through these encoders and replay
+reads them back through :class:`Scan`, so the round-trip tests check the bytes
+a real file holds.  Nothing here does I/O.
+
+Format (all integers little-endian)
+-----------------------------------
+File header, 48 bytes::
+
+    8s magic "bspy-wal" | u32 version (1) | u32 header size (48)
+    u64 file sequence N | u64 highest job id issued before this file
+    u64 next order stamp | u32 crc32 of the 40 bytes before | 4 zero bytes
+
+Then records, each ``u32 payload length | u32 crc32(payload) | payload``.
+A length and crc of 0 is the end of the data (the preallocated zeros).  The
+payload's first byte is its type:
+
+* FULL (1), 76 bytes + tube + body: type, state, tube length, pad, u64 id,
+  u32 pri, i64 delay ns, i64 ttr ns, i64 created-at (wall-clock ns), i64
+  delay deadline (wall-clock ns, 0 unless delayed), u64 order stamp, u32 x5
+  reserves, timeouts, releases, buries, kicks; then the tube name and the
+  body (with its trailing CRLF).
+* UPDATE (2), 60 bytes: type, state, 2 pad, u64 id, u32 pri, i64 delay ns,
+  i64 deadline (wall ns), u64 stamp, u32 x5 counters.
+* DELETE (3), 12 bytes: type, 3 pad, u64 id.
+
+States are coded as beanstalkd's: 1 ready, 2 reserved, 3 buried, 4 delayed.
+Wall-clock times let a restart (even after a reboot, when the monotonic clock
+starts again) compute how long a delayed job still has to wait.  The order
+stamp of a job is that of the record that last changed its state (a
+compaction copy keeps it), so buried jobs come back in the order they were
+buried.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Iterator, NamedTuple, Optional, Union
+
+from ..job import BURIED, DELAYED, READY, RESERVED
+
+DEFAULT_FILE_SIZE = 10485760
+
+MAGIC = b"bspy-wal"
+VERSION = 1
+FILE_PREFIX = "bspy-binlog."
+
+T_FULL, T_UPDATE, T_DELETE = 1, 2, 3
+S_INVALID, S_READY, S_RESERVED, S_BURIED, S_DELAYED = 0, 1, 2, 3, 4
+STATE_CODE = {READY: S_READY, RESERVED: S_RESERVED, BURIED: S_BURIED, DELAYED: S_DELAYED}
+CODE_STATE = {code: state for state, code in STATE_CODE.items()}
+
+_HEAD = struct.Struct("<8sIIQQQ")
+HEADER_SIZE = 48
+_REC = struct.Struct("<II")  # the frame: payload length, crc32(payload)
+_FULL = struct.Struct("<BBBxQIqqqqQIIIII")
+_UPDATE = struct.Struct("<BBxxQIqqQIIIII")
+_DELETE = struct.Struct("<BxxxQ")
+_U32 = struct.Struct("<I")
+FRAME = _REC.size  # 8
+FULL_FIXED = _FULL.size  # 76
+UPDATE_SIZE = FRAME + _UPDATE.size  # 68: one "slot" of reserved space (see space.py)
+DELETE_SIZE = FRAME + _DELETE.size  # 20
+MAX_TUBE = 200
+NS = 1_000_000_000  # records keep delay and TTR in ns; jobs keep seconds
+
+
+class JobRecord:
+    """A job as the log knows it.  Times are wall-clock ns (``time.time_ns``),
+    delay and TTR ns.  Replay yields these; FULL records are encoded from them."""
+
+    __slots__ = (
+        "id",
+        "tube",
+        "state",
+        "pri",
+        "delay",
+        "ttr",
+        "created_at",
+        "deadline",
+        "stamp",
+        "reserve_ct",
+        "timeout_ct",
+        "release_ct",
+        "bury_ct",
+        "kick_ct",
+        "body",
+        "file",
+        "size",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        tube: bytes,
+        state: str,
+        pri: int,
+        delay: int,
+        ttr: int,
+        created_at: int,
+        deadline: int,
+        body: bytes,
+        stamp: int = 0,
+        reserve_ct: int = 0,
+        timeout_ct: int = 0,
+        release_ct: int = 0,
+        bury_ct: int = 0,
+        kick_ct: int = 0,
+        file: int = 0,
+        size: int = 0,
+    ) -> None:
+        self.id = id
+        self.tube = tube
+        self.state = state
+        self.pri = pri
+        self.delay = delay
+        self.ttr = ttr
+        self.created_at = created_at
+        self.deadline = deadline
+        self.body = body
+        self.stamp = stamp
+        self.reserve_ct = reserve_ct
+        self.timeout_ct = timeout_ct
+        self.release_ct = release_ct
+        self.bury_ct = bury_ct
+        self.kick_ct = kick_ct
+        self.file = file  # sequence of our file holding the latest full record (0: foreign)
+        self.size = size  # bytes of that full record, frame included
+
+    @property
+    def counters(self) -> tuple[int, int, int, int, int]:
+        return (self.reserve_ct, self.timeout_ct, self.release_ct, self.bury_ct, self.kick_ct)
+
+    def fields(self) -> tuple[object, ...]:
+        """Everything but file placement: what a restart must give back."""
+        return (
+            self.id, self.tube, self.state, self.pri, self.delay, self.ttr,
+            self.created_at, self.deadline, self.body, self.stamp, self.counters,
+        )
+
+    def __repr__(self) -> str:
+        return f"<JobRecord {self.id} {self.state} pri={self.pri} tube={self.tube!r} stamp={self.stamp}>"
+
+
+class Update(NamedTuple):
+    """An UPDATE record: what a state change leaves (tube, TTR, body and
+    creation time stay as the job's latest FULL record has them)."""
+
+    id: int
+    state: str
+    pri: int
+    delay: int  # ns
+    deadline: int  # wall-clock ns; only kept for delayed jobs
+    stamp: int
+    counters: tuple[int, int, int, int, int]
+
+
+# What Scan yields per record: FULL, UPDATE, DELETE (the job id).
+Entry = Union[JobRecord, Update, int]
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def encode_header(seq: int, max_id: int, stamp: int) -> bytes:
+    head = _HEAD.pack(MAGIC, VERSION, HEADER_SIZE, seq, max_id, stamp)
+    return head + _U32.pack(zlib.crc32(head)) + b"\0\0\0\0"
+
+
+def encode_full(rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
+    """One FULL record as the buffers of one ``pwritev``: frame, fixed fields,
+    tube, body (the body is not copied; join them for the bytes).
+
+    Sets ``rec.size`` to the record's length, frame included.
+    ``rec.deadline`` is kept only for delayed jobs.
+    """
+    tube = rec.tube
+    body = rec.body
+    code = STATE_CODE[rec.state]
+    head = _FULL.pack(
+        T_FULL, code, len(tube), rec.id, rec.pri, rec.delay, rec.ttr, rec.created_at,
+        rec.deadline if code == S_DELAYED else 0, rec.stamp,
+        rec.reserve_ct, rec.timeout_ct, rec.release_ct, rec.bury_ct, rec.kick_ct,
+    )
+    crc32 = zlib.crc32
+    length = FULL_FIXED + len(tube) + len(body)
+    rec.size = FRAME + length
+    return _REC.pack(length, crc32(body, crc32(tube, crc32(head)))), head, tube, body
+
+
+def encode_update(update: Update) -> bytes:
+    """One UPDATE record (``UPDATE_SIZE`` bytes)."""
+    code = STATE_CODE[update.state]
+    payload = _UPDATE.pack(
+        T_UPDATE, code, update.id, update.pri, update.delay,
+        update.deadline if code == S_DELAYED else 0, update.stamp, *update.counters,
+    )
+    return _REC.pack(_UPDATE.size, zlib.crc32(payload)) + payload
+
+
+def encode_delete(job_id: int) -> bytes:
+    """One DELETE record (``DELETE_SIZE`` bytes)."""
+    payload = _DELETE.pack(T_DELETE, job_id)
+    return _REC.pack(_DELETE.size, zlib.crc32(payload)) + payload
+
+
+# ---------------------------------------------------------------------- reading
+
+
+class Scan:
+    """Reads one of our files: iterate for ``(offset, end, type, value)``.
+
+    ``value`` is a :class:`JobRecord` for FULL records (``file``/``size``
+    unset), an :class:`Update` for UPDATE and the id for DELETE.  After
+    iteration, ``header`` is ``(seq, max_id, stamp)`` or None, ``end`` the
+    offset after the last good record, ``problem`` a description of what
+    stopped the scan early (None for a clean end) and ``skipped`` how many
+    non-zero bytes were left unread.  Never raises on bad data.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.header: Optional[tuple[int, int, int]] = None
+        self.version: Optional[int] = None
+        self.end = 0
+        self.problem: Optional[str] = None
+        self.skipped = 0
+        self.empty = False  # all zeros: created, never written
+
+    def _stop(self, pos: int, why: str) -> None:
+        data = self.data
+        last = len(data.rstrip(b"\0"))
+        if last > pos:
+            self.problem = f"offset {pos}: {why}"
+            self.skipped = last - pos
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, Entry]]:
+        data = self.data
+        n = len(data)
+        self.end = 0
+        if n < HEADER_SIZE or data[:8] != MAGIC:
+            if not data.rstrip(b"\0"):
+                self.empty = True
+            else:
+                self._stop(0, "not a beanstalk-py binlog file (bad magic)")
+            return
+        magic, version, hsize, seq, max_id, stamp = _HEAD.unpack_from(data)
+        (crc,) = _U32.unpack_from(data, 40)
+        if crc != zlib.crc32(data[:40]) or hsize != HEADER_SIZE:
+            self._stop(0, "file header checksum mismatch")
+            return
+        self.version = version
+        if version != VERSION:
+            self._stop(0, f"unknown format version {version}")
+            return
+        self.header = (seq, max_id, stamp)
+        pos = HEADER_SIZE
+        self.end = pos
+        view = memoryview(data)
+        rec_unpack = _REC.unpack_from
+        crc32 = zlib.crc32
+        while True:
+            if pos + FRAME > n:
+                self._stop(pos, "torn record header at end of file")
+                return
+            length, crc = rec_unpack(data, pos)
+            if length == 0:
+                if crc:
+                    self._stop(pos, "record of length 0")
+                else:
+                    self._stop(pos, "data after the end-of-log zeros")
+                return
+            end = pos + FRAME + length
+            if end > n:
+                self._stop(pos, f"record of {length} bytes runs past the end of the file (torn write?)")
+                return
+            payload = view[pos + FRAME : end]
+            if crc32(payload) != crc:
+                self._stop(pos, "record checksum mismatch (torn or corrupt)")
+                return
+            kind = payload[0]
+            value: Entry
+            if kind == T_FULL and length >= FULL_FIXED + 3:
+                (_, code, tube_len, job_id, pri, delay, ttr, created, deadline, stamp,
+                 rc, tc, lc, bc, kc) = _FULL.unpack_from(payload)
+                body = bytes(payload[FULL_FIXED + tube_len :])
+                state = CODE_STATE.get(code)
+                if (
+                    state is None or not 0 < tube_len <= MAX_TUBE or len(body) < 2
+                    or body[-2:] != b"\r\n" or not job_id
+                ):
+                    self._stop(pos, "malformed full record")
+                    return
+                value = JobRecord(
+                    job_id, bytes(payload[FULL_FIXED : FULL_FIXED + tube_len]), state, pri,
+                    delay, ttr, created, deadline, body, stamp, rc, tc, lc, bc, kc,
+                )
+            elif kind == T_UPDATE and length == _UPDATE.size:
+                (_, code, job_id, pri, delay, deadline, stamp, rc, tc, lc, bc, kc) = _UPDATE.unpack_from(payload)
+                state = CODE_STATE.get(code)
+                if state is None or not job_id:
+                    self._stop(pos, "malformed update record")
+                    return
+                value = Update(job_id, state, pri, delay, deadline, stamp, (rc, tc, lc, bc, kc))
+            elif kind == T_DELETE and length == _DELETE.size:
+                value = _DELETE.unpack_from(payload)[1]
+            else:
+                self._stop(pos, f"unknown record type {kind} of {length} bytes")
+                return
+            yield pos, end, kind, value
+            pos = end
+            self.end = pos
+
+
+# ---------------------------------------------------------------------- replay
+
+
+class Replay:
+    """Jobs rebuilt from records, in file order (our files and beanstalkd's)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, JobRecord] = {}
+        self.max_id = 0
+        self.max_stamp = 0
+        self.records = 0
+
+    def full(self, rec: JobRecord, seq: int, size: int) -> None:
+        rec.file = seq
+        rec.size = size
+        self.jobs[rec.id] = rec
+        self._saw(rec.id, rec.stamp)
+
+    def update(self, update: Update) -> None:
+        job_id = update.id
+        self._saw(job_id, update.stamp)
+        rec = self.jobs.get(job_id)
+        if rec is None:
+            return  # its full record was in a file already removed: the job is gone or moved
+        rec.state = update.state
+        rec.pri = update.pri
+        rec.delay = update.delay
+        rec.deadline = update.deadline
+        rec.stamp = update.stamp
+        rec.reserve_ct, rec.timeout_ct, rec.release_ct, rec.bury_ct, rec.kick_ct = update.counters
+
+    def delete(self, job_id: int) -> None:
+        self._saw(job_id, 0)
+        self.jobs.pop(job_id, None)
+
+    def _saw(self, job_id: int, stamp: int) -> None:
+        self.records += 1
+        if job_id > self.max_id:
+            self.max_id = job_id
+        if stamp > self.max_stamp:
+            self.max_stamp = stamp
+
+
+def replay_own(data: bytes, seq: int, replay: Replay) -> Scan:
+    """Apply one of our files to ``replay``; returns the finished :class:`Scan`."""
+    scan = Scan(data)
+    for pos, end, _kind, value in scan:
+        if isinstance(value, JobRecord):
+            replay.full(value, seq, end - pos)
+        elif isinstance(value, Update):
+            replay.update(value)
+        else:
+            replay.delete(value)
+    if scan.header is not None:
+        _, max_id, stamp = scan.header
+        replay.max_id = max(replay.max_id, max_id)
+        replay.max_stamp = max(replay.max_stamp, stamp - 1)
+    return scan

@@ -1,0 +1,184 @@
+"""The store seam: what the protocol layer (and later an HTTP plane) asks of the
+queue, at the level of beanstalk commands.
+
+The connection layer (:mod:`.conn`) calls a :class:`Store` with plain
+arguments and gets plain values back: job ids, counts, tube names, a
+:class:`JobView` (id and body), stats as :class:`~.stats.Stat` lists.  It
+never sees the store's jobs, tubes or timers, and identifies a client by the
+:class:`Session` handle the store gave it, never by its own objects.
+
+The in-memory :class:`~.engine.Engine` answers every call at once, so the hot
+path stays one synchronous pass over a batch of commands.  The one result
+that comes later is a blocked reserve: :meth:`Store.reserve` returns None,
+the connection stops taking commands (as the reference's does), and the
+outcome is handed back through :meth:`Store.take_completed` to the
+:class:`SessionOwner` the session was opened for.  A store that answers over
+the network later uses the same outbox for every command.
+
+Tube-addressed operations (``*_tube``, ``tube_jobs``, ``clear_tube``,
+``move_jobs``) need no session, so an operator's tool can call them without
+faking a client or counting a connection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence, TypeVar, Union
+
+if TYPE_CHECKING:
+    from .stats import Stat
+    from .wal import Durability
+
+# Job states, as the reference names them in stats-job.
+READY = "ready"
+RESERVED = "reserved"
+BURIED = "buried"
+DELAYED = "delayed"
+STATES = (READY, RESERVED, BURIED, DELAYED)
+
+# Outcomes of a reserve other than a job.
+TIMED_OUT = "TIMED_OUT"
+DEADLINE_SOON = "DEADLINE_SOON"
+# ignore of the last watched tube.
+NOT_IGNORED = -1
+
+
+class JobView(Protocol):
+    """What a reply shows of a job: its id and its body (with the trailing CRLF)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+Outcome = Union[JobView, str]  # a reserved job, TIMED_OUT or DEADLINE_SOON
+
+
+class SessionOwner(Protocol):
+    """Who a session's delayed outcomes go to (the connection)."""
+
+    def deliver(self, outcome: Outcome, now: int) -> None: ...
+
+
+class Session(Protocol):
+    """A client's handle: opaque to the caller, passed back on every call."""
+
+    @property
+    def waiting(self) -> bool:
+        """Blocked in a reserve: the connection takes no further commands."""
+
+
+S = TypeVar("S", bound=Session)
+
+# An operator's page cursor: the serving-order key of the last job shown.
+Cursor = tuple[int, int]
+
+
+class Store(Protocol[S]):
+    """A beanstalkd queue at the level of its commands.
+
+    Times (``now``) are monotonic ns; ``delay``, ``ttr`` and ``timeout`` are
+    seconds as the client gave them.  ``S`` is the store's session handle
+    type.  Any command that changes a job's durable
+    state may raise :class:`~.wal.WalError` having changed nothing.
+    """
+
+    max_job_size: int
+
+    @property
+    def durability(self) -> "Durability":
+        """The fsync policy replies wait for (the I/O drivers' side of the log)."""
+
+    @property
+    def draining(self) -> bool: ...
+
+    def drain(self) -> None:
+        """SIGUSR1: refuse puts from now on (one way, as in beanstalkd)."""
+
+    # sessions
+    def open_session(self, owner: SessionOwner) -> S: ...
+
+    def close_session(self, session: S, now: int) -> None:
+        """The connection went away: its reserved jobs become ready again."""
+
+    def count(self, command: str) -> None:
+        """One more ``cmd-<command>`` in stats."""
+
+    # timers and finished waits
+    def tick(self, now: int) -> None: ...
+
+    def next_wakeup(self) -> Optional[int]: ...
+
+    def take_completed(self) -> list[tuple[SessionOwner, Outcome]]:
+        """Reserves that finished waiting since the last call, oldest first."""
+
+    # producer commands
+    def begin_put(self, session: S) -> int:
+        """A put header was read: the job's id (used up even if the put fails)."""
+
+    def put(self, session: S, job_id: int, pri: int, delay: int, ttr: int,
+            body: bytes, now: int) -> bool:
+        """Store a job in the session's used tube; False while draining."""
+
+    def use(self, session: S, name: bytes) -> bytes: ...
+
+    # worker commands
+    def reserve(self, session: S, timeout: int, now: int) -> Optional[Outcome]:
+        """A job, TIMED_OUT or DEADLINE_SOON now; None: the session now waits."""
+
+    def cancel_wait(self, session: S, notify: bool = True) -> None: ...
+
+    def reserve_job(self, session: S, job_id: int, now: int) -> Optional[JobView]: ...
+
+    def delete(self, session: S, job_id: int) -> bool: ...
+
+    def release(self, session: S, job_id: int, pri: int, delay: int, now: int) -> bool: ...
+
+    def bury(self, session: S, job_id: int, pri: int) -> bool: ...
+
+    def touch(self, session: S, job_id: int, now: int) -> bool: ...
+
+    def watch(self, session: S, name: bytes) -> int: ...
+
+    def ignore(self, session: S, name: bytes) -> int:
+        """The watch count, or NOT_IGNORED for the last watched tube."""
+
+    def used_tube(self, session: S) -> bytes: ...
+
+    def watched_tubes(self, session: S) -> list[bytes]: ...
+
+    # other commands
+    def kick(self, session: S, bound: int, now: int) -> int: ...
+
+    def kick_job(self, job_id: int, now: int) -> bool: ...
+
+    def peek(self, job_id: int) -> Optional[JobView]: ...
+
+    def peek_tube(self, name: bytes, state: str) -> Optional[JobView]:
+        """The job ``peek-<state>`` shows for tube ``name`` (ready, delayed or buried)."""
+
+    def pause_tube(self, name: bytes, delay: int, now: int) -> bool: ...
+
+    def tube_names(self) -> list[bytes]: ...
+
+    def snapshot(self, now: int) -> list["Stat"]:
+        """The store's part of ``stats``; reading it changes no counter."""
+
+    def tube_stats(self, name: bytes, now: int) -> Optional[list["Stat"]]: ...
+
+    def job_stats(self, job_id: int, now: int) -> Optional[list["Stat"]]: ...
+
+    # tube-addressed operations (no session)
+    def kick_tube(self, name: bytes, bound: int, now: int) -> int: ...
+
+    def tube_jobs(self, name: bytes, state: str, limit: int,
+                  after: Optional[Cursor] = None) -> tuple[Sequence[JobView], Optional[Cursor]]:
+        """Up to ``limit`` jobs in the order the queue serves them, after ``after``;
+        the cursor for the next page, or None at the end."""
+
+    def clear_tube(self, name: bytes, state: str, limit: int) -> int:
+        """Delete up to ``limit`` jobs of tube ``name`` in ``state`` (not reserved ones)."""
+
+    def move_jobs(self, source: bytes, target: bytes, state: str, limit: int, now: int) -> int:
+        """Move up to ``limit`` jobs in ``state`` (not reserved) to another tube."""

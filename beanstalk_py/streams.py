@@ -1,0 +1,121 @@
+"""The streams driver: one trio task per connection, on any ``trio.abc.Stream``.
+
+It serves a listener through ``trio.serve_listeners``, so a plain TCP or unix
+listener, or the same wrapped in ``trio.SSLListener`` for TLS, are served by
+the same code.  It is the portable driver (systems without epoll, or
+``BEANSTALK_PY_IO=tasks``); on Linux plain listeners go to the faster
+:mod:`.epoll_loop`.  What it does with a connection is written once, in
+:class:`~.dispatch.Dispatcher`; this module only moves bytes and waits.
+
+A connection blocked in a reserve waits in ``receive_some`` inside a cancel
+scope; when the store hands it a job (or its wait ends), :meth:`wake`
+cancels the scope and the task sends the reply.  A cancelled receive on a
+socket stream reads nothing, so no byte is lost.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Optional
+
+import trio
+
+from .dispatch import RECV_SIZE, Dispatcher, now_ns
+
+
+class _StreamWaker:
+    """How the store's delivery wakes one connection's task."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self) -> None:
+        self.scope: Optional[trio.CancelScope] = None
+
+    def wake(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class _AcceptPolicy(trio.abc.Listener[trio.SocketStream]):
+    """A socket listener whose failed accepts follow the dispatcher's policy
+    (refuse one client when out of descriptors, log once a second)."""
+
+    def __init__(self, sock: socket.socket, dispatcher: Dispatcher) -> None:
+        self._raw = sock
+        self._inner = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        self._dispatcher = dispatcher
+
+    async def accept(self) -> trio.SocketStream:
+        while True:
+            try:
+                return await self._inner.accept()
+            except OSError as exc:
+                if self._dispatcher.accept_failed(self._raw, exc):
+                    await trio.sleep(0.05)  # descriptors may free up meanwhile
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def listener_for(sock: socket.socket, dispatcher: Dispatcher) -> trio.abc.Listener[Any]:
+    """The trio listener for a bound, listening socket (TLS wraps this one)."""
+    return _AcceptPolicy(sock, dispatcher)
+
+
+async def serve(listener: trio.abc.Listener[Any], dispatcher: Dispatcher) -> None:
+    """Serve every connection of ``listener`` until cancelled."""
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        await serve_stream(stream, dispatcher)
+
+    await trio.serve_listeners(handler, [listener])
+
+
+def _fd_of(stream: trio.abc.Stream) -> int:
+    inner: Any = stream
+    while hasattr(inner, "transport_stream"):  # SSLStream and the like
+        inner = inner.transport_stream
+    sock = getattr(inner, "socket", None)
+    return sock.fileno() if sock is not None else -1
+
+
+async def serve_stream(stream: trio.abc.Stream, dispatcher: Dispatcher) -> None:
+    """One connection from accept to close."""
+    fd = _fd_of(stream)
+    io = _StreamWaker()
+    conn = dispatcher.open(fd, io)
+    durability = dispatcher.durability
+    try:
+        while True:
+            if conn.out:
+                if dispatcher.must_sync():
+                    await trio.to_thread.run_sync(durability.sync)  # -f 0: only what is on disk
+                await stream.send_all(conn.take_output())
+                if not dispatcher.output_sent(conn, fd, now_ns()):
+                    break
+                continue
+            if conn.closing:
+                break
+            if conn.blocked:
+                with trio.CancelScope() as scope:
+                    io.scope = scope
+                    if conn.wants_input:
+                        data = await stream.receive_some(RECV_SIZE)
+                    else:
+                        await trio.sleep_forever()
+                io.scope = None
+                if scope.cancelled_caught:
+                    continue
+            else:
+                data = await stream.receive_some(RECV_SIZE)
+            now = now_ns()
+            dispatcher.store.tick(now)
+            if not dispatcher.received(conn, fd, data, now):
+                break
+            dispatcher.settle(now)
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        io.scope = None
+        dispatcher.close(conn, fd, now_ns())
+        await trio.aclose_forcefully(stream)
