@@ -368,3 +368,91 @@ def test_job_counters_are_allocated_only_when_one_changes() -> None:
     assert e.release(c, waiting.id, 5, 0, 0)
     assert waiting.counts is not None and handled.counts is None  # memory: see Job
     assert (waiting.reserve_ct, waiting.release_ct, handled.reserve_ct) == (1, 1, 0)
+
+
+# --------------------------------------------------------------------- tube-addressed operations
+
+
+def _states(e: Engine, tube: bytes) -> dict:
+    stats = {s.name: s.value for s in e.tube_stats(tube, T0) or []}
+    return {k: stats.get(f"current-jobs-{k}") for k in ("ready", "delayed", "buried", "reserved")}
+
+
+def test_tube_jobs_pages_in_serving_order_with_a_cursor() -> None:
+    e = Engine()
+    c = new_client(e)
+    jobs = [put(e, c, pri=p) for p in (5, 1, 5, 0, 3)]
+    order = sorted(jobs, key=lambda j: (j.pri, j.id))
+    page, cursor = e.tube_jobs(b"default", READY, 2)
+    assert page == order[:2] and cursor is not None
+    e.delete(c, order[1].id)  # the cursor's job may go; the next page still follows it
+    page2, cursor2 = e.tube_jobs(b"default", READY, 2, cursor)
+    assert page2 == order[2:4]
+    page3, cursor3 = e.tube_jobs(b"default", READY, 2, cursor2)
+    assert page3 == order[4:] and cursor3 is None
+    assert e.tube_jobs(b"nope", READY, 5) == ([], None)
+
+
+def test_tube_jobs_by_state() -> None:
+    e = Engine()
+    c = new_client(e)
+    delayed = [put(e, c, delay=d) for d in (30, 10, 20)]
+    buried = [put(e, c) for _ in range(3)]
+    for job in (buried[2], buried[0], buried[1]):
+        assert e.reserve_job(c, job.id, T0) is job
+        assert e.bury(c, job.id, 0)
+    held = put(e, c)
+    e.reserve_job(c, held.id, T0)
+    assert e.tube_jobs(b"default", DELAYED, 10)[0] == [delayed[1], delayed[2], delayed[0]]
+    first, cursor = e.tube_jobs(b"default", BURIED, 2)
+    assert first == [buried[2], buried[0]]  # in bury order, as kick takes them
+    assert e.tube_jobs(b"default", BURIED, 2, cursor) == ([buried[1]], None)
+    assert e.tube_jobs(b"default", RESERVED, 10)[0] == [held]
+
+
+def test_clear_tube_deletes_by_state_and_is_bounded() -> None:
+    e = Engine()
+    c = new_client(e)
+    for _ in range(5):
+        put(e, c)
+    put(e, c, delay=10)
+    assert e.clear_tube(b"default", READY, 3) == 3
+    assert _states(e, b"default")["ready"] == 2
+    assert e.clear_tube(b"default", READY, 100) == 2
+    assert e.clear_tube(b"default", RESERVED, 100) == 0  # never from under a worker
+    assert _states(e, b"default") == {"ready": 0, "delayed": 1, "buried": 0, "reserved": 0}
+    stats = {s.name: s.value for s in e.tube_stats(b"default", T0) or []}
+    assert stats["cmd-delete"] == 5
+
+
+def test_kick_tube_and_peek_tube_need_no_session() -> None:
+    e = Engine()
+    c = new_client(e)
+    e.use(c, b"t")
+    job = put(e, c, delay=60)
+    assert e.peek_tube(b"t", DELAYED) is job
+    assert e.conn_ct == 1
+    assert e.kick_tube(b"t", 10, T0) == 1
+    assert e.peek_tube(b"t", READY) is job and job.kick_ct == 1
+    assert e.kick_tube(b"missing", 10, T0) == 0
+    assert e.conn_ct == 1  # no session was opened for it
+
+
+def test_move_jobs_keeps_ids_and_wakes_the_target_waiter() -> None:
+    e = Engine()
+    producer, worker = new_client(e), new_client(e)
+    e.use(producer, b"src")
+    a, b = put(e, producer, pri=2), put(e, producer, pri=1)
+    later = put(e, producer, delay=30)
+    e.watch(worker, b"dst")
+    e.ignore(worker, b"default")
+    assert e.reserve(worker, -1, T0) is None
+    assert e.move_jobs(b"src", b"dst", READY, 10, T0) == 2
+    assert completed(e) == [(worker, b)]  # the best job went to the waiter
+    assert a.tube.name == b"dst" and a.state == READY
+    assert e.move_jobs(b"src", b"dst", DELAYED, 10, T0) == 1
+    assert later.tube.name == b"dst" and later.state == DELAYED
+    e.tick(T0 + 30 * NS)
+    assert later.state == READY
+    assert b"src" in e.tubes  # the producer still uses it
+    assert e.move_jobs(b"src", b"src", READY, 10, T0) == 0
