@@ -684,24 +684,15 @@ def test_sync_policy(tmp_path: Path) -> None:
     assert sync.sync_deadline() is None
 
 
-def test_transition_members_delegate(tmp_path: Path) -> None:
-    """The flat names server.py, epoll_loop.py and stats.py used, until they take .durability."""
-    node = Node(tmp_path, fsync_ms=0)
-    wal, sync = node.wal, node.wal.durability
-    node.send(node.conn(), b"put 0 0 1 1\r\nx\r\n")
-    assert (wal.fsync, wal.fsync_ns, wal.fsync_always) == (True, 0, True)
-    assert (wal.written, wal.durable, wal.syncing) == (sync.written, sync.durable, False) == (1, 0, False)
-    assert wal.sync_due(mono()) and wal.sync_deadline() == sync.sync_deadline()
-    assert wal.sync() and wal.durable == 1
-    figures = wal.stats()
-    assert (wal.oldest_index, wal.current_index, wal.records_migrated, wal.records_written, wal.max_size) == figures
-
-
 def test_sync_covers_files_left_behind(tmp_path: Path, monkeypatch) -> None:
     node = Node(tmp_path, size=1024, fsync_ms=0)
     synced: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     c = node.conn()
     for _ in range(30):
         node.send(c, b"put 0 0 1 50\r\n" + b"s" * 50 + b"\r\n")
@@ -827,12 +818,12 @@ def test_binlog_implements_the_wal_seams(tmp_path: Path) -> None:
     wal.close()
 
 
-def fake_job(job_id: int, state: str = READY, created_at: int = 0, deadline: int = 0) -> SimpleNamespace:
+def fake_job(job_id: int, state: str = READY, created_at: int = 0, deadline: int = 0,
+             counts: Optional[list[int]] = None) -> SimpleNamespace:
     """What the log reads of a job, without an engine."""
     return SimpleNamespace(
         id=job_id, tube=SimpleNamespace(name=b"t"), state=state, pri=1, delay=2, ttr=3,
-        created_at=created_at, deadline=deadline, body=b"b\r\n", reserve_ct=0, timeout_ct=0,
-        release_ct=0, bury_ct=0, kick_ct=0, file=0, wal_stamp=0,
+        created_at=created_at, deadline=deadline, body=b"b\r\n", counts=counts, file=0, wal_stamp=0,
     )
 
 
@@ -844,11 +835,14 @@ def test_times_come_from_the_callers_clocks(tmp_path: Path) -> None:
                  log=lambda m: None)
     wal.open()
     wal.append_put(fake_job(1, created_at=4 * NS))  # type: ignore[arg-type]
-    wal.append_put(fake_job(2, DELAYED, created_at=4 * NS, deadline=9 * NS))  # type: ignore[arg-type]
+    job = fake_job(2, DELAYED, created_at=4 * NS, deadline=9 * NS, counts=[1, 2, 3, 4, 5])
+    wal.append_put(job)  # type: ignore[arg-type]
+    wal.append_update(job, DELAYED, deadline=19 * NS, bump="kick")  # type: ignore[arg-type]
     wal.close()
     records, _ = make_log(tmp_path).open()
-    got = {r.id: (r.created_at, r.deadline, r.delay, r.ttr) for r in records}
-    assert got == {1: (999 * NS, 0, 2 * NS, 3 * NS), 2: (999 * NS, 1004 * NS, 2 * NS, 3 * NS)}
+    got = {r.id: (r.created_at, r.deadline, r.delay, r.ttr, r.counters) for r in records}
+    assert got == {1: (999 * NS, 0, 2 * NS, 3 * NS, (0, 0, 0, 0, 0)),
+                   2: (999 * NS, 1014 * NS, 2 * NS, 3 * NS, (1, 2, 3, 4, 6))}
 
 
 def test_files_hold_exactly_what_the_encoders_make(tmp_path: Path) -> None:
@@ -964,9 +958,12 @@ def test_random_operations_crashes_and_full_disks(tmp_path: Path, seed: int) -> 
     unlogged: set[int] = set()  # jobs whose counters a failed best-effort record lost
 
     def watch_quiet_logs(engine: Engine) -> None:
+        wal = engine.wal
+        assert wal is not None
+
         def quietly(job) -> None:  # Engine._log_quietly, noting failures
             try:
-                engine.wal.append_update(job)
+                wal.append_update(job)
             except BinlogError:
                 unlogged.add(job.id)
 

@@ -60,6 +60,8 @@ _FULL = struct.Struct("<BBBxQIqqqqQIIIII")
 _UPDATE = struct.Struct("<BBxxQIqqQIIIII")
 _DELETE = struct.Struct("<BxxxQ")
 _U32 = struct.Struct("<I")
+_UPDATE_LEN = _UPDATE.size  # 60
+_DELETE_LEN = _DELETE.size  # 12
 FRAME = _REC.size  # 8
 FULL_FIXED = _FULL.size  # 76
 UPDATE_SIZE = FRAME + _UPDATE.size  # 68: one "slot" of reserved space (see space.py)
@@ -193,18 +195,18 @@ def encode_full(rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
 
 def encode_update(update: Update) -> bytes:
     """One UPDATE record (``UPDATE_SIZE`` bytes)."""
-    code = STATE_CODE[update.state]
+    job_id, state, pri, delay, deadline, stamp, (rc, tc, lc, bc, kc) = update
+    code = STATE_CODE[state]
     payload = _UPDATE.pack(
-        T_UPDATE, code, update.id, update.pri, update.delay,
-        update.deadline if code == S_DELAYED else 0, update.stamp, *update.counters,
+        T_UPDATE, code, job_id, pri, delay, deadline if code == S_DELAYED else 0, stamp, rc, tc, lc, bc, kc,
     )
-    return _REC.pack(_UPDATE.size, zlib.crc32(payload)) + payload
+    return _REC.pack(_UPDATE_LEN, zlib.crc32(payload)) + payload
 
 
 def encode_delete(job_id: int) -> bytes:
     """One DELETE record (``DELETE_SIZE`` bytes)."""
     payload = _DELETE.pack(T_DELETE, job_id)
-    return _REC.pack(_DELETE.size, zlib.crc32(payload)) + payload
+    return _REC.pack(_DELETE_LEN, zlib.crc32(payload)) + payload
 
 
 # ---------------------------------------------------------------------- reading

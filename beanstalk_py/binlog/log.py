@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     from ..job import Job
 
 _NUMBERED = re.compile(r"[0-9]+")
+_ZEROS = (0, 0, 0, 0, 0)
 
 
 class BinlogLockError(BinlogError):
@@ -309,10 +310,15 @@ class Binlog:
         """The job as a FULL record: monotonic times become wall-clock times."""
         off = self._wall_clock() - self._clock()
         state = job.state
+        counts = job.counts  # the five counters in record order, None while all are 0 (job.py)
+        if counts is None:  # every put: 0.2 us less than reading the five properties
+            return JobRecord(
+                job.id, tube, state, job.pri, job.delay * NS, job.ttr * NS, job.created_at + off,
+                job.deadline + off if state == DELAYED else 0, job.body, stamp,
+            )
         return JobRecord(
             job.id, tube, state, job.pri, job.delay * NS, job.ttr * NS, job.created_at + off,
-            job.deadline + off if state == DELAYED else 0, job.body, stamp,
-            job.reserve_ct, job.timeout_ct, job.release_ct, job.bury_ct, job.kick_ct,
+            job.deadline + off if state == DELAYED else 0, job.body, stamp, *counts,
         )
 
     def append_put(self, job: "Job") -> None:
@@ -354,7 +360,8 @@ class Binlog:
             wall = (job.deadline if deadline is None else deadline) + self._wall_clock() - self._clock()
         else:
             wall = 0
-        rc, tc, lc, bc, kc = job.reserve_ct, job.timeout_ct, job.release_ct, job.bury_ct, job.kick_ct
+        counts = job.counts  # as in _record
+        rc, tc, lc, bc, kc = counts if counts is not None else _ZEROS
         if bump is not None:
             if bump == "release":
                 lc += 1
@@ -482,69 +489,3 @@ class Binlog:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
-
-    # ------------------------------------------------------------------ transition
-    # The old flat interface, until server.py, epoll_loop.py and stats.py take
-    # .durability and stats().
-
-    # transition: used by server/epoll_loop until they take .durability
-    def sync(self) -> bool:
-        return self.durability.sync()
-
-    # transition: used by server/epoll_loop until they take .durability
-    def sync_due(self, now: int) -> bool:
-        return self.durability.sync_due(now)
-
-    # transition: used by server/epoll_loop until they take .durability
-    def sync_deadline(self) -> Optional[int]:
-        return self.durability.sync_deadline()
-
-    # transition: used by server/epoll_loop until they take .durability
-    @property
-    def syncing(self) -> bool:
-        return self.durability.syncing
-
-    # transition: used by server/epoll_loop until they take .durability
-    @property
-    def fsync(self) -> bool:
-        return self.durability.enabled
-
-    # transition: used by server/epoll_loop until they take .durability
-    @property
-    def fsync_ns(self) -> int:
-        return self.durability.interval_ns
-
-    # transition: used by server/epoll_loop until they take .durability
-    @property
-    def fsync_always(self) -> bool:
-        return self.durability.always
-
-    # transition: used by server/epoll_loop until they take .durability
-    @property
-    def written(self) -> int:
-        return self.durability.written
-
-    # transition: used by server/epoll_loop until they take .durability
-    @property
-    def durable(self) -> int:
-        return self.durability.durable
-
-    # transition: used by stats.py until it takes stats()
-    @property
-    def oldest_index(self) -> int:
-        return self.stats().oldest_index
-
-    # transition: used by stats.py until it takes stats()
-    @property
-    def current_index(self) -> int:
-        return self.stats().current_index
-
-    # transition: used by stats.py until it takes stats()
-    @property
-    def records_written(self) -> int:
-        return self.durability.written
-
-    # transition: used by stats.py until it takes stats()
-    @property
-    def max_size(self) -> int:
-        return self.file_size
