@@ -12,11 +12,25 @@ The I/O driver decides when to read, write and wake it up.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Optional, Protocol, TypeVar
+from collections import deque
+from typing import Any, Callable, Generic, Optional, Protocol, TypeVar, Union
 
 from .protocol import EXPECTED_CRLF, Parser, Req, Request
-from .stats import ServerInfo, render_tube_list, render_yaml, server_stats
-from .store import BURIED, DEADLINE_SOON, DELAYED, NOT_IGNORED, READY, TIMED_OUT, JobView, Outcome, Session, Store
+from .stats import ServerInfo, Stat, render_tube_list, render_yaml, server_stats
+from .store import (
+    BURIED,
+    DELAYED,
+    NOT_IGNORED,
+    READY,
+    TIMED_OUT,
+    Answer,
+    Completion,
+    JobView,
+    Later,
+    Outcome,
+    Session,
+    Store,
+)
 from .wal import WalError
 
 # Stop running commands while this much output waits to be sent.
@@ -32,6 +46,7 @@ OUT_OF_MEMORY = b"OUT_OF_MEMORY\r\n"
 INTERNAL_ERROR = b"INTERNAL_ERROR\r\n"
 
 S = TypeVar("S", bound=Session)
+T = TypeVar("T")
 
 
 class Waker(Protocol):
@@ -72,6 +87,8 @@ class Connection(Generic[S]):
         "_put",
         "held_back",
         "io",
+        "_queue",
+        "_reserving",
     )
 
     def __init__(self, store: Store[S], info: ServerInfo) -> None:
@@ -89,13 +106,18 @@ class Connection(Generic[S]):
         # sending (and only then: an idle extra call costs ~2 us per reply).
         self.held_back = False
         self.io: Waker = _NoDriver()  # set by the I/O driver that serves it
+        # Replies behind one the store gives later (a Later), in order; None
+        # while every reply so far is in ``out`` (always, with the in-memory store).
+        self._queue: Optional[deque[Union[bytes, _Slot]]] = None
+        # A reserve the store answers later: the commands behind it wait.
+        self._reserving: Optional[Later[Outcome]] = None
 
     # ------------------------------------------------------------------ I/O side
 
     @property
     def blocked(self) -> bool:
         """True while a reserve waits: buffered commands stay unprocessed."""
-        return self.session.waiting
+        return self.session.waiting or self._reserving is not None
 
     @property
     def wants_input(self) -> bool:
@@ -104,7 +126,7 @@ class Connection(Generic[S]):
             return False
         if self.out_size >= OUTPUT_HIGH_WATER:
             return False
-        if self.session.waiting:
+        if self.session.waiting or self._reserving is not None:
             return self.parser.buffered < BLOCKED_INPUT_CAP
         return True
 
@@ -112,7 +134,7 @@ class Connection(Generic[S]):
     def resumable(self) -> bool:
         """Output drained after process() stopped at the high-water mark:
         call :meth:`process` again to run what is still buffered."""
-        return self.held_back and not self.out and not self.session.waiting and not self.closing
+        return self.held_back and not self.out and not self.blocked and not self.closing
 
     def receive_data(self, data: bytes | bytearray, now: int) -> None:
         self.parser.feed(data)
@@ -126,10 +148,14 @@ class Connection(Generic[S]):
         else:
             self.process(now)
 
-    def deliver(self, outcome: Outcome, now: int) -> None:
-        """A blocked reserve finished (job handed over, timeout, deadline soon):
-        answer it, run what waited behind it, and have the driver send it."""
-        self._write_outcome(outcome)
+    def deliver(self, completion: Completion, now: int) -> None:
+        """A blocked reserve finished (job handed over, timeout, deadline soon),
+        or a store's Later completed: answer it in its place, run what waited
+        behind it, and have the driver send it."""
+        if isinstance(completion, Later):
+            self._fill(completion)
+        else:
+            self._write_outcome(completion)
         self.process(now)
         self.io.wake()
 
@@ -146,7 +172,7 @@ class Connection(Generic[S]):
         store = self.store
         session = self.session
         self.held_back = False
-        while not session.waiting and not self.closing:
+        while not session.waiting and self._reserving is None and not self.closing:
             if self.out_size >= OUTPUT_HIGH_WATER:
                 self.held_back = True
                 return  # the I/O layer calls process() again once output drains
@@ -171,17 +197,53 @@ class Connection(Generic[S]):
     # ------------------------------------------------------------------ replies
 
     def _send(self, data: bytes) -> None:
-        self.out.append(data)
-        self.out_size += len(data)
+        queue = self._queue
+        if queue is None:
+            self.out.append(data)
+            self.out_size += len(data)
+        else:
+            queue.append(data)  # behind a reply the store has not given yet
+
+    def _answer(self, result: Answer[T], reply: Callable[[T], bytes]) -> None:
+        """The reply to ``result``, or its place if the store answers later."""
+        if isinstance(result, Later):
+            self._defer(result, reply)
+        else:
+            self._send(reply(result))
+
+    def _defer(self, later: Later[T], reply: Callable[[T], bytes]) -> None:
+        slot = _Slot(reply)
+        later.owner = self
+        later.fill = slot
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(slot)
+
+    def _fill(self, later: Later[Any]) -> None:
+        """A Later completed: its reply takes its place; what is ready goes out."""
+        slot = later.fill
+        assert isinstance(slot, _Slot), "a Later this connection did not defer"
+        slot.data = slot.reply(later.value)
+        if later is self._reserving:
+            self._reserving = None
+        queue = self._queue
+        assert queue is not None
+        out = self.out
+        while queue:
+            head = queue[0]
+            if isinstance(head, _Slot):
+                if head.data is None:
+                    return
+                data = head.data
+            else:
+                data = head
+            queue.popleft()
+            out.append(data)
+            self.out_size += len(data)
+        self._queue = None
 
     def _write_outcome(self, outcome: Outcome) -> None:
-        if isinstance(outcome, str):
-            self._send(b"TIMED_OUT\r\n" if outcome is TIMED_OUT else b"DEADLINE_SOON\r\n")
-        else:
-            self._send(_job_reply(b"RESERVED", outcome))
-
-    def _found(self, job: Optional[JobView]) -> None:
-        self._send(_job_reply(b"FOUND", job) if job is not None else NOT_FOUND)
+        self._send(_reserved(outcome))
 
     # ------------------------------------------------------------------ commands
 
@@ -203,46 +265,54 @@ class Connection(Generic[S]):
 
     def _on_put_job(self, request: Request, now: int) -> None:
         _, pri, delay, ttr, body = request
-        self._store(self.store.begin_put(self.session), pri, delay, ttr, body, now)
+        store = self.store
+        session = self.session
+        # WalError: not stored, the id stays used (OUT_OF_MEMORY, see process)
+        job_id = store.put(session, store.begin_put(session), pri, delay, ttr, body, now)
+        # _answer inlined on the two commands of a pipelined put and of a
+        # reserve/delete round trip: measured in process, the generic call
+        # cost 3% of put+reserve+delete (9.35 -> 9.65 us).
+        if isinstance(job_id, Later):
+            self._defer(job_id, _inserted)
+        else:
+            self._send(b"INSERTED %d\r\n" % job_id if job_id else DRAINING)
 
     def _on_body(self, request: Request, now: int) -> None:
         put = self._put
         assert put is not None, "a body without its put header"
         self._put = None
-        self._store(put[0], put[1], put[2], put[3], request[1], now)
-
-    def _store(self, job_id: int, pri: int, delay: int, ttr: int, body: bytes, now: int) -> None:
-        # WalError: not stored, the id stays used (OUT_OF_MEMORY, see process)
-        if self.store.put(self.session, job_id, pri, delay, ttr, body, now):
-            self._send(b"INSERTED %d\r\n" % job_id)
-        else:
-            self._send(DRAINING)
+        job_id, pri, delay, ttr = put
+        self._answer(self.store.put(self.session, job_id, pri, delay, ttr, request[1], now), _inserted)
 
     def _on_bad_body(self, request: Request, now: int) -> None:
         self._put = None
         self._send(EXPECTED_CRLF)
 
     def _on_peek(self, request: Request, now: int) -> None:
-        self._found(self.store.peek(request[1]))
+        self._answer(self.store.peek(request[1]), _found)
 
     def _on_peek_ready(self, request: Request, now: int) -> None:
-        self._found(self.store.peek_tube(self.store.used_tube(self.session), READY))
+        self._answer(self.store.peek_used(self.session, READY), _found)
 
     def _on_peek_delayed(self, request: Request, now: int) -> None:
-        self._found(self.store.peek_tube(self.store.used_tube(self.session), DELAYED))
+        self._answer(self.store.peek_used(self.session, DELAYED), _found)
 
     def _on_peek_buried(self, request: Request, now: int) -> None:
-        self._found(self.store.peek_tube(self.store.used_tube(self.session), BURIED))
+        self._answer(self.store.peek_used(self.session, BURIED), _found)
 
     def _reserve(self, timeout: int, now: int) -> None:
         outcome = self.store.reserve(self.session, timeout, now)
-        if outcome is not None:
-            self._write_outcome(outcome)
-        elif self.eof:
-            # The client has half-closed: a reserve that would block times out
-            # at once, answered in order with the commands around it.
-            self.store.cancel_wait(self.session, notify=False)
-            self._send(b"TIMED_OUT\r\n")
+        if outcome is None:
+            if self.eof:
+                # The client has half-closed: a reserve that would block times
+                # out at once, answered in order with the commands around it.
+                self.store.cancel_wait(self.session, notify=False)
+                self._send(b"TIMED_OUT\r\n")
+        elif isinstance(outcome, Later):
+            self._reserving = outcome
+            self._defer(outcome, _reserved)
+        else:
+            self._send(_reserved(outcome))
 
     def _on_reserve(self, request: Request, now: int) -> None:
         self._reserve(-1, now)
@@ -251,68 +321,148 @@ class Connection(Generic[S]):
         self._reserve(request[1], now)
 
     def _on_reserve_job(self, request: Request, now: int) -> None:
-        job = self.store.reserve_job(self.session, request[1], now)
-        self._send(_job_reply(b"RESERVED", job) if job is not None else NOT_FOUND)
+        self._answer(self.store.reserve_job(self.session, request[1], now), _reserved_job)
 
     def _on_delete(self, request: Request, now: int) -> None:
         ok = self.store.delete(self.session, request[1])
-        self._send(b"DELETED\r\n" if ok else NOT_FOUND)
+        if isinstance(ok, Later):  # _answer inlined, see _on_put_job
+            self._defer(ok, _deleted)
+        else:
+            self._send(b"DELETED\r\n" if ok else NOT_FOUND)
 
     def _on_release(self, request: Request, now: int) -> None:
         _, job_id, pri, delay = request
-        ok = self.store.release(self.session, job_id, pri, delay, now)
-        self._send(b"RELEASED\r\n" if ok else NOT_FOUND)
+        self._answer(self.store.release(self.session, job_id, pri, delay, now), _released)
 
     def _on_bury(self, request: Request, now: int) -> None:
-        ok = self.store.bury(self.session, request[1], request[2])
-        self._send(b"BURIED\r\n" if ok else NOT_FOUND)
+        self._answer(self.store.bury(self.session, request[1], request[2]), _buried)
 
     def _on_kick(self, request: Request, now: int) -> None:
-        self._send(b"KICKED %d\r\n" % self.store.kick(self.session, request[1], now))
+        self._answer(self.store.kick(self.session, request[1], now), _kicked)
 
     def _on_kick_job(self, request: Request, now: int) -> None:
-        self._send(b"KICKED\r\n" if self.store.kick_job(request[1], now) else NOT_FOUND)
+        self._answer(self.store.kick_job(request[1], now), _kicked_job)
 
     def _on_touch(self, request: Request, now: int) -> None:
-        ok = self.store.touch(self.session, request[1], now)
-        self._send(b"TOUCHED\r\n" if ok else NOT_FOUND)
+        self._answer(self.store.touch(self.session, request[1], now), _touched)
 
     def _on_stats(self, request: Request, now: int) -> None:
-        self._send(_ok(render_yaml(server_stats(self.store.snapshot(now), self.info, now))))
+        info = self.info
+
+        def reply(snapshot: list[Stat]) -> bytes:
+            return _ok(render_yaml(server_stats(snapshot, info, now)))
+
+        self._answer(self.store.snapshot(now), reply)
 
     def _on_stats_job(self, request: Request, now: int) -> None:
-        stats = self.store.job_stats(request[1], now)
-        self._send(_ok(render_yaml(stats)) if stats is not None else NOT_FOUND)
+        self._answer(self.store.job_stats(request[1], now), _stats_or_not_found)
 
     def _on_stats_tube(self, request: Request, now: int) -> None:
-        stats = self.store.tube_stats(request[1], now)
-        self._send(_ok(render_yaml(stats)) if stats is not None else NOT_FOUND)
+        self._answer(self.store.tube_stats(request[1], now), _stats_or_not_found)
 
     def _on_use(self, request: Request, now: int) -> None:
-        self._send(b"USING %s\r\n" % self.store.use(self.session, request[1]))
+        self._answer(self.store.use(self.session, request[1]), _using)
 
     def _on_watch(self, request: Request, now: int) -> None:
-        self._send(b"WATCHING %d\r\n" % self.store.watch(self.session, request[1]))
+        self._answer(self.store.watch(self.session, request[1]), _watching)
 
     def _on_ignore(self, request: Request, now: int) -> None:
-        count = self.store.ignore(self.session, request[1])
-        self._send(b"NOT_IGNORED\r\n" if count == NOT_IGNORED else b"WATCHING %d\r\n" % count)
+        self._answer(self.store.ignore(self.session, request[1]), _ignored)
 
     def _on_list_tubes(self, request: Request, now: int) -> None:
-        self._send(_ok(render_tube_list(self.store.tube_names())))
+        self._answer(self.store.tube_names(), _tube_list)
 
     def _on_list_tube_used(self, request: Request, now: int) -> None:
-        self._send(b"USING %s\r\n" % self.store.used_tube(self.session))
+        self._answer(self.store.used_tube(self.session), _using)
 
     def _on_list_tubes_watched(self, request: Request, now: int) -> None:
-        self._send(_ok(render_tube_list(self.store.watched_tubes(self.session))))
+        self._answer(self.store.watched_tubes(self.session), _tube_list)
 
     def _on_pause_tube(self, request: Request, now: int) -> None:
-        ok = self.store.pause_tube(request[1], request[2], now)
-        self._send(b"PAUSED\r\n" if ok else NOT_FOUND)
+        self._answer(self.store.pause_tube(request[1], request[2], now), _paused)
 
     def _on_quit(self, request: Request, now: int) -> None:
         self.closing = True
+
+
+class _Slot:
+    """The place of a reply the store gives later, in a connection's output."""
+
+    __slots__ = ("reply", "data")
+
+    def __init__(self, reply: Callable[[Any], bytes]) -> None:
+        self.reply = reply
+        self.data: Optional[bytes] = None
+
+
+# ---------------------------------------------------------------------- replies
+# One function per reply shape: from a store's answer to the bytes 1.12 sends.
+
+
+def _inserted(job_id: int) -> bytes:
+    return b"INSERTED %d\r\n" % job_id if job_id else DRAINING
+
+
+def _reserved(outcome: Outcome) -> bytes:
+    if isinstance(outcome, str):
+        return b"TIMED_OUT\r\n" if outcome is TIMED_OUT else b"DEADLINE_SOON\r\n"
+    return _job_reply(b"RESERVED", outcome)
+
+
+def _reserved_job(job: Optional[JobView]) -> bytes:
+    return _job_reply(b"RESERVED", job) if job is not None else NOT_FOUND
+
+
+def _found(job: Optional[JobView]) -> bytes:
+    return _job_reply(b"FOUND", job) if job is not None else NOT_FOUND
+
+
+def _deleted(ok: bool) -> bytes:
+    return b"DELETED\r\n" if ok else NOT_FOUND
+
+
+def _released(ok: bool) -> bytes:
+    return b"RELEASED\r\n" if ok else NOT_FOUND
+
+
+def _buried(ok: bool) -> bytes:
+    return b"BURIED\r\n" if ok else NOT_FOUND
+
+
+def _touched(ok: bool) -> bytes:
+    return b"TOUCHED\r\n" if ok else NOT_FOUND
+
+
+def _paused(ok: bool) -> bytes:
+    return b"PAUSED\r\n" if ok else NOT_FOUND
+
+
+def _kicked(count: int) -> bytes:
+    return b"KICKED %d\r\n" % count
+
+
+def _kicked_job(ok: bool) -> bytes:
+    return b"KICKED\r\n" if ok else NOT_FOUND
+
+
+def _stats_or_not_found(stats: Optional[list[Stat]]) -> bytes:
+    return _ok(render_yaml(stats)) if stats is not None else NOT_FOUND
+
+
+def _using(name: bytes) -> bytes:
+    return b"USING %s\r\n" % name
+
+
+def _watching(count: int) -> bytes:
+    return b"WATCHING %d\r\n" % count
+
+
+def _ignored(count: int) -> bytes:
+    return b"NOT_IGNORED\r\n" if count == NOT_IGNORED else b"WATCHING %d\r\n" % count
+
+
+def _tube_list(names: list[bytes]) -> bytes:
+    return _ok(render_tube_list(names))
 
 
 Handler = Callable[[Connection, Request, int], None]

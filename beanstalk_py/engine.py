@@ -32,12 +32,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Iterable, Optional, Protocol
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
+from sortedcontainers import SortedList
 
 from .job import BURIED, DELAYED, READY, RESERVED, URGENT_THRESHOLD, Job, ready_key
 from .session import MemorySession, Timer
 from .stats import COUNTED_COMMANDS, Kind, Stat, job_stats, tube_stats, wal_stats
-from .store import DEADLINE_SOON, NOT_IGNORED, TIMED_OUT, Cursor, Outcome, SessionOwner, Store
+from .store import DEADLINE_SOON, NOT_IGNORED, TIMED_OUT, Completion, Cursor, Outcome, SessionOwner, Store
 from .swaplist import SwapList
 from .tube import Tube
 from .wal import NO_DURABILITY, Durability, WalError, WriteAheadLog
@@ -78,7 +78,7 @@ class Engine:
         self._index_tube: dict[int, Tube] = {}
         self.wide_waiters: OrderedDict[MemorySession, None] = OrderedDict()
         self._wait_seq = 0
-        self._completed: list[tuple[SessionOwner, Outcome]] = []
+        self._completed: list[tuple[SessionOwner, Completion]] = []
         # Counters shown by `stats`.
         self.cmd_counts: dict[str, int] = {}
         self.ready_ct = 0
@@ -154,7 +154,7 @@ class Engine:
         counts = self.cmd_counts
         counts[command] = counts.get(command, 0) + 1
 
-    def take_completed(self) -> list[tuple[SessionOwner, Outcome]]:
+    def take_completed(self) -> list[tuple[SessionOwner, Completion]]:
         completed = self._completed
         if completed:
             self._completed = []
@@ -515,10 +515,10 @@ class Engine:
         ttr: int,
         body: bytes,
         now: int,
-    ) -> bool:
-        """Store a job in the session's used tube; False while draining."""
+    ) -> int:
+        """Store a job in the session's used tube: its id, or 0 while draining."""
         if self._draining:
-            return False
+            return 0
         tube = session.use
         job = Job(job_id, pri, delay, max(ttr, 1), body, tube, now)
         if delay:
@@ -534,7 +534,7 @@ class Engine:
         else:
             self._make_ready(job)
             self._dispatch(tube, now)
-        return True
+        return job_id
 
     def reserve(self, session: MemorySession, timeout: int, now: int) -> Optional[Outcome]:
         """A job, TIMED_OUT or DEADLINE_SOON now, or None: the session now waits.
@@ -712,10 +712,14 @@ class Engine:
     def peek(self, job_id: int) -> Optional[Job]:
         return self.jobs.get(job_id)
 
+    def peek_used(self, session: MemorySession, state: str) -> Optional[Job]:
+        return self._peek(session.use, state)
+
     def peek_tube(self, name: bytes, state: str) -> Optional[Job]:
         tube = self.tubes.get(name)
-        if tube is None:
-            return None
+        return None if tube is None else self._peek(tube, state)
+
+    def _peek(self, tube: Tube, state: str) -> Optional[Job]:
         queue = tube.ready if state == READY else tube.delayed if state == DELAYED else tube.buried
         return queue[0] if queue else None
 

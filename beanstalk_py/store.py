@@ -8,12 +8,18 @@ never sees the store's jobs, tubes or timers, and identifies a client by the
 :class:`Session` handle the store gave it, never by its own objects.
 
 The in-memory :class:`~.engine.Engine` answers every call at once, so the hot
-path stays one synchronous pass over a batch of commands.  The one result
+path stays one synchronous pass over a batch of commands.  Its one result
 that comes later is a blocked reserve: :meth:`Store.reserve` returns None,
 the connection stops taking commands (as the reference's does), and the
 outcome is handed back through :meth:`Store.take_completed` to the
-:class:`SessionOwner` the session was opened for.  A store that answers over
-the network later uses the same outbox for every command.
+:class:`SessionOwner` the session was opened for.
+
+A store that answers over the network returns a :class:`Later` from any
+command instead of its value: the connection keeps that reply's place in
+its output and goes on with the commands behind it (so a pipelining client
+keeps several commands outstanding), and the store hands the completed
+``Later`` back through the same :meth:`Store.take_completed`.  Replies go
+out in command order.  Only a reserve stops the commands behind it.
 
 Tube-addressed operations (``*_tube``, ``tube_jobs``, ``clear_tube``,
 ``move_jobs``) need no session, so an operator's tool can call them without
@@ -22,7 +28,7 @@ faking a client or counting a connection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Protocol, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Generic, Optional, Protocol, Sequence, TypeVar, Union
 
 if TYPE_CHECKING:
     from .stats import Stat
@@ -52,13 +58,43 @@ class JobView(Protocol):
     def body(self) -> bytes: ...
 
 
+T = TypeVar("T")
+
+
+class Later(Generic[T]):
+    """A command's answer that a store gives later (over the network).
+
+    The store returns it; the caller sets :attr:`owner` (who gets the
+    completion) and :attr:`fill` (its own note of where the answer goes).
+    Once the store has the value it calls :meth:`complete` and hands
+    ``(later.owner, later)`` back through ``take_completed``.
+    """
+
+    __slots__ = ("value", "done", "owner", "fill")
+
+    def __init__(self) -> None:
+        self.value: Optional[T] = None
+        self.done = False
+        self.owner: Optional["SessionOwner"] = None  # set by the caller
+        self.fill: Optional[object] = None  # the caller's; the store never reads it
+
+    def complete(self, value: T) -> None:
+        self.value = value
+        self.done = True
+
+
+# What a store command returns: the value now, or a Later for it.
+Answer = Union[T, Later[T]]
+
 Outcome = Union[JobView, str]  # a reserved job, TIMED_OUT or DEADLINE_SOON
+# What take_completed hands back: a reserve that finished waiting, or a Later.
+Completion = Union[Outcome, Later]
 
 
 class SessionOwner(Protocol):
     """Who a session's delayed outcomes go to (the connection)."""
 
-    def deliver(self, outcome: Outcome, now: int) -> None: ...
+    def deliver(self, completion: Completion, now: int) -> None: ...
 
 
 class Session(Protocol):
@@ -110,75 +146,82 @@ class Store(Protocol[S]):
 
     def next_wakeup(self) -> Optional[int]: ...
 
-    def take_completed(self) -> list[tuple[SessionOwner, Outcome]]:
-        """Reserves that finished waiting since the last call, oldest first."""
+    def take_completed(self) -> list[tuple[SessionOwner, Completion]]:
+        """Reserves that finished waiting and Laters completed since the last
+        call, each session's in the order it issued them."""
 
     # producer commands
     def begin_put(self, session: S) -> int:
-        """A put header was read: the job's id (used up even if the put fails)."""
+        """A put header was read: the id taken for it now (used up even if the
+        put fails, as in 1.12), or 0 when the store assigns ids at put."""
 
     def put(self, session: S, job_id: int, pri: int, delay: int, ttr: int,
-            body: bytes, now: int) -> bool:
-        """Store a job in the session's used tube; False while draining."""
+            body: bytes, now: int) -> Answer[int]:
+        """Store a job in the session's used tube: its id, or 0 while draining."""
 
-    def use(self, session: S, name: bytes) -> bytes: ...
+    def use(self, session: S, name: bytes) -> Answer[bytes]: ...
 
     # worker commands
-    def reserve(self, session: S, timeout: int, now: int) -> Optional[Outcome]:
-        """A job, TIMED_OUT or DEADLINE_SOON now; None: the session now waits."""
+    def reserve(self, session: S, timeout: int, now: int) -> Union[Optional[Outcome], Later[Outcome]]:
+        """A job, TIMED_OUT or DEADLINE_SOON now; None: the session now waits
+        (its outcome comes through take_completed); or a Later of the outcome."""
 
     def cancel_wait(self, session: S, notify: bool = True) -> None: ...
 
-    def reserve_job(self, session: S, job_id: int, now: int) -> Optional[JobView]: ...
+    def reserve_job(self, session: S, job_id: int, now: int) -> Answer[Optional[JobView]]: ...
 
-    def delete(self, session: S, job_id: int) -> bool: ...
+    def delete(self, session: S, job_id: int) -> Answer[bool]: ...
 
-    def release(self, session: S, job_id: int, pri: int, delay: int, now: int) -> bool: ...
+    def release(self, session: S, job_id: int, pri: int, delay: int, now: int) -> Answer[bool]: ...
 
-    def bury(self, session: S, job_id: int, pri: int) -> bool: ...
+    def bury(self, session: S, job_id: int, pri: int) -> Answer[bool]: ...
 
-    def touch(self, session: S, job_id: int, now: int) -> bool: ...
+    def touch(self, session: S, job_id: int, now: int) -> Answer[bool]: ...
 
-    def watch(self, session: S, name: bytes) -> int: ...
+    def watch(self, session: S, name: bytes) -> Answer[int]: ...
 
-    def ignore(self, session: S, name: bytes) -> int:
+    def ignore(self, session: S, name: bytes) -> Answer[int]:
         """The watch count, or NOT_IGNORED for the last watched tube."""
 
-    def used_tube(self, session: S) -> bytes: ...
+    def used_tube(self, session: S) -> Answer[bytes]: ...
 
-    def watched_tubes(self, session: S) -> list[bytes]: ...
+    def watched_tubes(self, session: S) -> Answer[list[bytes]]: ...
 
     # other commands
-    def kick(self, session: S, bound: int, now: int) -> int: ...
+    def kick(self, session: S, bound: int, now: int) -> Answer[int]: ...
 
-    def kick_job(self, job_id: int, now: int) -> bool: ...
+    def kick_job(self, job_id: int, now: int) -> Answer[bool]: ...
 
-    def peek(self, job_id: int) -> Optional[JobView]: ...
+    def peek(self, job_id: int) -> Answer[Optional[JobView]]: ...
 
-    def peek_tube(self, name: bytes, state: str) -> Optional[JobView]:
-        """The job ``peek-<state>`` shows for tube ``name`` (ready, delayed or buried)."""
+    def peek_used(self, session: S, state: str) -> Answer[Optional[JobView]]:
+        """What ``peek-<state>`` shows: the session's used tube's next job in
+        ``state`` (ready, delayed or buried)."""
 
-    def pause_tube(self, name: bytes, delay: int, now: int) -> bool: ...
+    def peek_tube(self, name: bytes, state: str) -> Answer[Optional[JobView]]:
+        """The same for tube ``name``, with no session."""
 
-    def tube_names(self) -> list[bytes]: ...
+    def pause_tube(self, name: bytes, delay: int, now: int) -> Answer[bool]: ...
 
-    def snapshot(self, now: int) -> list["Stat"]:
+    def tube_names(self) -> Answer[list[bytes]]: ...
+
+    def snapshot(self, now: int) -> Answer[list["Stat"]]:
         """The store's part of ``stats``; reading it changes no counter."""
 
-    def tube_stats(self, name: bytes, now: int) -> Optional[list["Stat"]]: ...
+    def tube_stats(self, name: bytes, now: int) -> Answer[Optional[list["Stat"]]]: ...
 
-    def job_stats(self, job_id: int, now: int) -> Optional[list["Stat"]]: ...
+    def job_stats(self, job_id: int, now: int) -> Answer[Optional[list["Stat"]]]: ...
 
     # tube-addressed operations (no session)
-    def kick_tube(self, name: bytes, bound: int, now: int) -> int: ...
+    def kick_tube(self, name: bytes, bound: int, now: int) -> Answer[int]: ...
 
     def tube_jobs(self, name: bytes, state: str, limit: int,
-                  after: Optional[Cursor] = None) -> tuple[Sequence[JobView], Optional[Cursor]]:
+                  after: Optional[Cursor] = None) -> Answer[tuple[Sequence[JobView], Optional[Cursor]]]:
         """Up to ``limit`` jobs in the order the queue serves them, after ``after``;
         the cursor for the next page, or None at the end."""
 
-    def clear_tube(self, name: bytes, state: str, limit: int) -> int:
+    def clear_tube(self, name: bytes, state: str, limit: int) -> Answer[int]:
         """Delete up to ``limit`` jobs of tube ``name`` in ``state`` (not reserved ones)."""
 
-    def move_jobs(self, source: bytes, target: bytes, state: str, limit: int, now: int) -> int:
+    def move_jobs(self, source: bytes, target: bytes, state: str, limit: int, now: int) -> Answer[int]:
         """Move up to ``limit`` jobs in ``state`` (not reserved) to another tube."""

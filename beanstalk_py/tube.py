@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Optional
 
-from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
+from sortedcontainers import SortedKeyList
 
 from .job import Job, bury_key, delay_key, ready_key
 
