@@ -25,20 +25,43 @@ import pytest
 
 REFERENCE_BINARY = shutil.which("beanstalkd")
 
-# Tests that start daemons or run the benchmark harness carry these markers
-# (by path, see pytest_collection_modifyitems), so the sans-IO unit tests run
-# alone with:  pytest -m "not daemon and not bench and not slow"
+# Markers, given here by file or kind so test files need not carry them:
+#   daemon  starts real daemons (compat_tests/, test_server.py, test_binlog_daemon.py)
+#   bench   runs the benchmark harness (test_bench_smoke.py)
+#   io      in-process files, sockets or threads (test_binlog.py, test_startup.py)
+#   slow    over ~0.1 s: every hypothesis test, and SLOW_TESTS
+#   unit    none of these: the sans-IO loop, `pytest -m unit` (~1.2 s of tests, ~2 s wall)
+# A plain `pytest` (what CI runs) still runs them all.
 DAEMON_FILES = {"test_server.py", "test_binlog_daemon.py"}
 BENCH_FILES = {"test_bench_smoke.py"}
+IO_FILES = {"test_binlog.py", "test_startup.py"}
+SLOW_TESTS = {
+    "test_binlog.py::test_truncated_at_every_offset",
+    "test_binlog.py::test_garbled_at_every_offset",
+    "test_binlog.py::test_random_operations_crashes_and_full_disks",  # 10 seeds, ~0.1 s each
+    "test_startup.py::test_timers_fire_while_importing",  # sleeps 1.6 s in an import
+    "test_startup.py::test_clients_are_answered_while_a_slow_import_runs",
+    "test_startup.py::test_sigterm_while_importing_stops_start_up",
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         path = item.path
+        name = getattr(item, "originalname", item.name)
+        marks = []
         if path.name in BENCH_FILES:
-            item.add_marker(pytest.mark.bench)
+            marks.append(pytest.mark.bench)
         elif path.parent.name == "compat_tests" or path.name in DAEMON_FILES:
-            item.add_marker(pytest.mark.daemon)
+            marks.append(pytest.mark.daemon)
+        else:
+            if path.name in IO_FILES:
+                marks.append(pytest.mark.io)
+            if (getattr(getattr(item, "obj", None), "is_hypothesis_test", False)
+                    or f"{path.name}::{name}" in SLOW_TESTS):
+                marks.append(pytest.mark.slow)
+        for mark in marks or [pytest.mark.unit]:
+            item.add_marker(mark)
 
 
 def free_port() -> int:

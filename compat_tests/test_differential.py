@@ -57,6 +57,22 @@ class Session:
         assert wire.one(b"\r\n") == b"UNKNOWN_COMMAND\r\n"
         return wire
 
+    def hang_up(self, wire: Wire) -> None:
+        """Close ``wire`` and wait until the server has closed its end too.
+
+        Both daemons count a connection out (current-connections, producers,
+        workers, watchers) before they close its socket, so once the kernel
+        shows our side got the server's FIN (TIME_WAIT), the next command of
+        the script sees the close; a sleep only makes that likely.
+        """
+        _drain_kernel_buffer(wire.sock)  # unread data would make close() send RST
+        port = wire.sock.getsockname()[1]
+        wire.close()
+        deadline = time.monotonic() + 5
+        while _tcp_state(port, self.daemon.port) not in (None, _TCP_TIME_WAIT):
+            assert time.monotonic() < deadline, f"{self.name} never closed the connection from port {port}"
+            time.sleep(0.002)
+
     def signal(self, signum: int) -> None:
         self.daemon.proc.send_signal(signum)
 
@@ -66,6 +82,33 @@ class Session:
 
 
 Script = Callable[[Session], object]
+
+_TCP_TIME_WAIT = "06"
+
+
+def _tcp_state(local_port: int, remote_port: int):
+    """The state (hex, as in /proc/net/tcp) of our socket local_port -> remote_port, or None."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                lines = rows.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (int(fields[1].rsplit(":", 1)[1], 16) == local_port
+                    and int(fields[2].rsplit(":", 1)[1], 16) == remote_port):
+                return fields[3]
+    return None
+
+
+def _drain_kernel_buffer(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
 
 
 def _run(name: str, start, script: Script, extra: tuple[str, ...]):
@@ -490,11 +533,10 @@ def test_producer_and_worker_counts() -> None:
         out.append(d.ask(b"reserve-with-timeout 0\r\n", 1))  # a worker
         out.append(e.ask(b"reserve \r\n", 1))  # malformed: not a worker
         out.append(a.one(b"stats\r\n"))
-        d.close()
-        b.close()
+        s.hang_up(d)
+        s.hang_up(b)
         out.append(a.ask(b"put 0 0 1 1\r\nx\r\n", 1))
         out.append(c.ask(b"reserve-job 2\r\n", 1))  # successful reserve-job: a worker
-        time.sleep(0.2)
         out.append(a.one(b"stats\r\n"))
         return out
 
@@ -835,8 +877,7 @@ def test_use_and_watch_counts_across_connections() -> None:
         a, b, c = s.conn(), s.conn(), s.conn()
         out = [a.one(b"use shared\r\n"), b.one(b"watch shared\r\n"), c.one(b"use shared\r\n")]
         out.append(c.one(b"stats-tube shared\r\n"))
-        b.close()
-        time.sleep(0.1)
+        s.hang_up(b)
         out.append(c.one(b"stats-tube shared\r\n"))
         out += [a.one(b"use default\r\n"), c.one(b"use default\r\n"), c.one(b"stats-tube shared\r\n")]
         out.append(c.one(b"list-tubes\r\n"))
@@ -1045,17 +1086,16 @@ def test_eof_in_the_middle_of_a_put() -> None:
         a, b = s.conn(), s.conn()
         a.send(b"put 0 0 1 10\r\nabc")
         out = [a.quiet(0.2)]
-        a.close()
+        s.hang_up(a)
         c = s.conn()
         c.send(b"put 0 0 1 100\r\n" + b"z" * 20)  # JOB_TOO_BIG discard cut short (-z 50)
         out.append(c.quiet(0.2))
-        c.close()
+        s.hang_up(c)
         d = s.conn()
         d.send(b"use half\r\nput 0 0 1 1\r\n")  # a header, no body, then half-close
         out.append(d.read(1))
         d.shutdown_write()
-        out.append(d.read(1))
-        time.sleep(0.2)
+        out.append(d.read(1))  # <EOF>: the server has closed d
         out += [b.one(PUT1), b.one(b"list-tubes\r\n"), b.one(b"stats\r\n")]
         return out
 
@@ -1068,8 +1108,7 @@ def test_eof_with_partial_line() -> None:
         a.send(b"use foo\r\nlist-tube")
         out = [a.read(1)]
         a.shutdown_write()
-        out.append(a.read(1))
-        time.sleep(0.1)
+        out.append(a.read(1))  # <EOF>: the server has closed a
         out.append(b.one(b"stats\r\n"))
         return out
 

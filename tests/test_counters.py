@@ -7,8 +7,10 @@ caught, among the unit tests, a miscounted ``cmd-peek-ready`` and a ``kick``
 that no longer woke a waiting reserve.
 
 The expected values are beanstalkd 1.12's: every case of ``CMD_CASES`` (reply
-and counter moves) and the drain case were run against the real daemon when
-this file was written, and gave exactly these replies and counts.
+and counter moves), the drain case and the scenarios that need no clock were
+run against the real daemon when this file was written (through a stand-in
+for ``Rig`` over sockets), and gave exactly these replies and values, except
+where a test says otherwise.
 """
 
 from __future__ import annotations
@@ -592,6 +594,8 @@ def test_release_with_a_delay_wakes_nobody_until_the_delay_ends() -> None:
 
 
 def test_waiters_are_served_oldest_first() -> None:
+    """Strictly in arrival order: beanstalk-py's documented choice (COMPAT.md,
+    compat_tests/test_differences.py); beanstalkd 1.12 is only roughly FIFO."""
     rig = Rig()
     p = rig.conn()
     waiters = [rig.conn() for _ in range(4)]
