@@ -180,6 +180,6 @@ def open_binlog(opts: Options, engine: "Engine") -> "Binlog":
     engine.restore(records, next_id, now_ns(), time.time_ns())
     engine.attach_wal(wal, wal.durability)
     if opts.verbose:
-        print(f"binlog {opts.binlog_dir}: {len(records)} jobs restored, next id {engine.next_id}",
+        print(f"binlog {opts.binlog_dir}: {len(records)} jobs restored, next id {max(next_id, 1)}",
               flush=True)
     return wal
