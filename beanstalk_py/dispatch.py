@@ -46,10 +46,16 @@ def _nothing() -> None:
 class Dispatcher:
     """One store served to many connections, whichever driver moves their bytes."""
 
-    def __init__(self, store: Store[Any], info: ServerInfo, verbose: int = 0) -> None:
+    def __init__(
+        self, store: Store[Any], info: ServerInfo, verbose: int = 0, max_connections: int = 0
+    ) -> None:
         self.store = store
         self.info = info
         self.verbose = verbose
+        self.max_connections = max_connections  # 0: no limit
+        self.connections = 0  # admitted and not yet closed, over every listener
+        self.refused = 0  # turned away by the limit since start
+        self._refused_logged_at = -1e9
         # Called when the store's next timer may have moved earlier (the
         # server's timer task sets it once trio runs).
         self.timers_changed: Callable[[], None] = _nothing
@@ -61,6 +67,26 @@ class Dispatcher:
         return self.store.durability
 
     # ------------------------------------------------------------------ connections
+
+    def admit(self) -> bool:
+        """A socket was accepted: may it stay?  Past --max-connections it may
+        not (the driver closes it at once); the refusal is counted and logged
+        at most once a second.  An admitted socket holds its slot until
+        :meth:`close` or :meth:`leave`."""
+        if self.max_connections and self.connections >= self.max_connections:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._refused_logged_at >= 1.0:
+                self._refused_logged_at = now
+                warn(f"connection limit ({self.max_connections}) reached: refusing new clients "
+                     f"({self.refused} refused since start)")
+            return False
+        self.connections += 1
+        return True
+
+    def leave(self) -> None:
+        """An admitted socket went away before it became a connection (a failed TLS handshake)."""
+        self.connections -= 1
 
     def open(self, fd: int, io: Waker) -> Connection[Any]:
         """A socket was accepted: its protocol state, woken through ``io``."""
@@ -106,6 +132,7 @@ class Dispatcher:
     def close(self, conn: Connection[Any], fd: int, now: int) -> None:
         """The socket is going: reserved jobs go back, waiters may get them."""
         conn.close(now)
+        self.connections -= 1
         if self.verbose:
             print(f"close {fd}", flush=True)
         self.settle(now)

@@ -274,6 +274,9 @@ class EpollLoop:
                 if self.dispatcher.accept_failed(listener, exc):
                     return
                 continue
+            if not self.dispatcher.admit():
+                sock.close()  # over --max-connections: refused at once
+                continue
             sock.setblocking(False)
             set_nodelay(sock)
             client = _EpollSocket(sock, self)

@@ -107,6 +107,14 @@ def tcp_listener(addr: Optional[str], port: str) -> socket.socket:
     raise ListenError(f"bind {host}:{port}: {detail}")
 
 
+def split_host_port(text: str) -> tuple[str, str]:
+    """``ADDR:PORT`` or ``[V6ADDR]:PORT`` (an empty ADDR means every interface)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ListenError(f"{text}: expected ADDR:PORT")
+    return host, port
+
+
 def make_listener(addr: Optional[str], port: str) -> socket.socket:
     if addr is not None and addr.startswith("unix:"):
         return unix_listener(addr[5:])

@@ -6,16 +6,20 @@ import gc
 import os
 import pwd
 import select
+import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Optional
 
-from .listen import ListenError, describe, inherited_socket, make_listener
+from .listen import ListenError, describe, inherited_socket, make_listener, split_host_port
 from .log import warn
 from .options import DEFAULT_ADDR, Options, UsageExit, parse_args
 from .startup import Startup, Stopped
+from .tls import TLSConfigError
 
 if TYPE_CHECKING:
+    import ssl
+
     from .binlog import Binlog
     from .engine import Engine
 
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 # greenstalk's own test suite does, time their first commands.
 
 EXIT_LISTEN = 111
+EXIT_TLS = 2  # the TLS certificate, key or CA could not be loaded
 EXIT_BINLOG_LOCK = 10
 EXIT_BINLOG = 1
 
@@ -65,6 +70,11 @@ def tune_gc() -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["admin"]:
+        # beanstalkd takes no positional arguments, so this never clashes.
+        from .admin import main as admin_main
+
+        return admin_main(args[1:])
     try:
         inherited = inherited_socket()
     except ListenError as exc:
@@ -92,6 +102,19 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if opts.verbose:
         print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
+    tls_listeners = []
+    if opts.tls_listen is not None:
+        # Bound and the key read before privileges are dropped, as the plain port.
+        try:
+            tls_listeners.append(make_tls_listener(opts))
+        except ListenError as exc:
+            warn(str(exc))
+            return EXIT_LISTEN
+        except TLSConfigError as exc:
+            warn(str(exc))
+            return EXIT_TLS
+        if opts.verbose:
+            print(f"bind {tls_listeners[0][0].fileno()} {describe(tls_listeners[0][0])} (TLS)", flush=True)
 
     from .dispatch import Dispatcher, now_ns
     from .engine import Engine
@@ -112,7 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             # As beanstalkd: after binding and dropping privileges, before serving.
             wal = open_binlog(opts, store)
         info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
-        dispatcher = Dispatcher(store, info, verbose=opts.verbose)
+        dispatcher = Dispatcher(store, info, verbose=opts.verbose, max_connections=opts.max_connections)
         epoll = None
         if default_io_mode() == "epoll":
             from .epoll_loop import EpollLoop
@@ -125,6 +148,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .server import Server
 
         server = Server(dispatcher, epoll=epoll, stream_listeners=[] if epoll else [sock],
+                        tls_listeners=tls_listeners, tls_handshake_timeout=opts.tls_handshake_timeout,
                         stop_requested=lambda: startup.stop)
         tune_gc()
         startup.check()
@@ -151,6 +175,16 @@ def default_io_mode() -> str:
     if wanted == "tasks":
         return wanted
     return "epoll" if hasattr(select, "epoll") else "tasks"
+
+
+def make_tls_listener(opts: Options) -> tuple[socket.socket, "ssl.SSLContext"]:
+    """The --tls-listen socket and its context (TLSConfigError, ListenError)."""
+    from .tls import server_context
+
+    assert opts.tls_listen is not None and opts.tls_cert is not None and opts.tls_key is not None
+    context = server_context(opts.tls_cert, opts.tls_key, opts.tls_client_ca)
+    host, port = split_host_port(opts.tls_listen)
+    return make_listener(host, port), context
 
 
 class _BinlogFailed(Exception):

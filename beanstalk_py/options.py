@@ -3,6 +3,10 @@
 Flags may be bundled (``-VFVukr``); an argument may be attached (``-p1234``)
 or separate (``-p 1234``); parsing stops at the first word that is not a flag,
 which is an error.  Usage errors exit with status 5, as the reference does.
+
+Our own options are long ones (``--max-connections 100``, or
+``--max-connections=100``), which beanstalkd's single-letter flags can never
+be mistaken for.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ MAX_JOB_SIZE_LIMIT = 1073741824
 DEFAULT_FSYNC_MS = 50
 DEFAULT_BINLOG_SIZE = 10485760
 EXIT_USAGE = 5
+DEFAULT_TLS_HANDSHAKE_S = 10.0
 
 
 @dataclass
@@ -35,6 +40,12 @@ class Options:
     fsync_ms: int = DEFAULT_FSYNC_MS
     user: Optional[str] = None
     verbose: int = 0
+    tls_listen: Optional[str] = None  # ADDR:PORT of a TLS listener beside the plain one
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    tls_client_ca: Optional[str] = None  # set: clients must present a certificate it signed
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_S
+    max_connections: int = 0  # 0: no limit, as in beanstalkd
 
 
 class UsageExit(SystemExit):
@@ -58,6 +69,17 @@ Options:
  -v       show version information
  -V       increase verbosity
  -h       show this help
+
+ --max-connections N        accept at most N clients at once, over every listener
+                            (more are accepted and closed at once; default: no limit)
+ --tls-listen ADDR:PORT     also listen for TLS clients there ([ADDR]:PORT for IPv6)
+ --tls-cert FILE            the server's certificate chain (PEM), for --tls-listen
+ --tls-key FILE             its private key (PEM)
+ --tls-client-ca FILE       require client certificates signed by these CAs (mutual TLS)
+ --tls-handshake-timeout S  close TLS clients that have not finished the handshake
+                            within S seconds (default {DEFAULT_TLS_HANDSHAKE_S:g})
+
+ {PROG} admin --help        the admin command line
 """
 
 _SIZE = re.compile(r"\s*\+?[0-9]+")
@@ -76,6 +98,43 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
+_LONG = ("max-connections", "tls-listen", "tls-cert", "tls-key", "tls-client-ca", "tls-handshake-timeout")
+
+
+def _parse_long(opts: Options, name: str, value: str) -> None:
+    if name == "max-connections":
+        if not value.isdigit():
+            warn(f"--max-connections needs a whole number, not {value!r}")
+            _usage(EXIT_USAGE)
+        opts.max_connections = int(value)
+    elif name == "tls-listen":
+        opts.tls_listen = value
+    elif name == "tls-cert":
+        opts.tls_cert = value
+    elif name == "tls-key":
+        opts.tls_key = value
+    elif name == "tls-client-ca":
+        opts.tls_client_ca = value
+    else:  # tls-handshake-timeout
+        try:
+            opts.tls_handshake_timeout = float(value)
+        except ValueError:
+            opts.tls_handshake_timeout = -1.0
+        if not 0 < opts.tls_handshake_timeout < 1e6:
+            warn(f"--tls-handshake-timeout needs a number of seconds, not {value!r}")
+            _usage(EXIT_USAGE)
+
+
+def _check(opts: Options) -> None:
+    """Options that only make sense together."""
+    if opts.tls_listen is not None and (opts.tls_cert is None or opts.tls_key is None):
+        warn("--tls-listen needs --tls-cert and --tls-key")
+        _usage(EXIT_USAGE)
+    if opts.tls_listen is None and (opts.tls_cert or opts.tls_key or opts.tls_client_ca):
+        warn("--tls-cert, --tls-key and --tls-client-ca need --tls-listen")
+        _usage(EXIT_USAGE)
+
+
 def parse_args(argv: list[str], inherited_socket: bool = False) -> Options:
     """Parse ``argv`` (without the program name).  Exits on -h, -v and errors."""
     opts = Options()
@@ -84,6 +143,19 @@ def parse_args(argv: list[str], inherited_socket: bool = False) -> Options:
     while pos < len(words):
         word = words[pos]
         pos += 1
+        if word.startswith("--") and len(word) > 2:
+            name, eq, value = word[2:].partition("=")
+            if name not in _LONG:
+                warn(f"unknown option: --{name}")
+                _usage(EXIT_USAGE)
+            if not eq:
+                if pos >= len(words):
+                    warn(f"option requires an argument: --{name}")
+                    _usage(EXIT_USAGE)
+                value = words[pos]
+                pos += 1
+            _parse_long(opts, name, value)
+            continue
         if not word.startswith("-") or word == "-":
             warn(f"unknown argument: {word}")
             _usage(EXIT_USAGE)
@@ -142,4 +214,5 @@ def parse_args(argv: list[str], inherited_socket: bool = False) -> Options:
             else:
                 warn(f"unknown flag: -{flag}")
                 _usage(EXIT_USAGE)
+    _check(opts)
     return opts

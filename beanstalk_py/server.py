@@ -13,27 +13,38 @@ and the store; what a driver does with a connection lives in
 * One timer task sleeps until the store's earliest timer; drivers move its
   deadline when they add an earlier one.
 * With ``-f N`` (N > 0) one task fsyncs in a worker thread when records are due.
+* Under systemd (``NOTIFY_SOCKET``, :mod:`.notify`): ``READY=1`` once every
+  driver has started, a task refreshing ``STATUS=``, a task sending
+  ``WATCHDOG=1`` (from this trio loop, so a wedged loop stops pinging), and
+  ``STOPPING=1`` on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import signal
 import socket
+import ssl
 from typing import Callable, Optional, Sequence
 
 import trio
 
 from .dispatch import Dispatcher, now_ns
 from .epoll_loop import EpollLoop
+from .notify import Notifier, status_line
 from .streams import listener_for, serve
+from .store import Later
 from .wal import Durability
+
+# How often STATUS= is refreshed (sent only when its text changed).
+STATUS_INTERVAL_S = 2.0
 
 
 class Server:
     """Serves one dispatcher's store on its listeners until cancelled.
 
     ``epoll``: the epoll driver and its listeners (it may already have served
-    clients during start-up); ``stream_listeners``: sockets for the streams driver.
+    clients during start-up); ``stream_listeners``: sockets for the streams
+    driver; ``tls_listeners``: sockets it serves with TLS, each with its context.
     """
 
     def __init__(
@@ -42,17 +53,24 @@ class Server:
         *,
         epoll: Optional[EpollLoop] = None,
         stream_listeners: Sequence[socket.socket] = (),
+        tls_listeners: Sequence[tuple[socket.socket, ssl.SSLContext]] = (),
+        tls_handshake_timeout: float = 10.0,
         stop_requested: Optional[Callable[[], bool]] = None,
+        notifier: Optional[Notifier] = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.store = dispatcher.store
         self.epoll = epoll
         self.stream_listeners = list(stream_listeners)
+        self.tls_listeners = list(tls_listeners)
+        self.tls_handshake_timeout = tls_handshake_timeout
         # Whether SIGTERM/SIGINT already arrived, before the signal task ran.
         self._stop_requested = stop_requested or (lambda: False)
         self._timer_scope: Optional[trio.CancelScope] = None
         self._timer_at: Optional[int] = None
         self.stopped_by: Optional[int] = None
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._status_sent: Optional[str] = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         dispatcher = self.dispatcher
@@ -69,6 +87,18 @@ class Server:
                     nursery.start_soon(self.epoll.run)
                 for sock in self.stream_listeners:
                     nursery.start_soon(serve, listener_for(sock, dispatcher), dispatcher)
+                for sock, context in self.tls_listeners:
+                    nursery.start_soon(serve, listener_for(sock, dispatcher, context), dispatcher,
+                                       self.tls_handshake_timeout)
+                notifier = self.notifier
+                if notifier.enabled:
+                    # The log is replayed and every listener's driver has
+                    # started (the sockets listen since they were bound).
+                    self._status_sent = self.status_text()
+                    notifier.ready(self._status_sent)
+                    nursery.start_soon(self._status_loop)
+                    if notifier.watchdog_interval is not None:
+                        nursery.start_soon(self._watchdog_loop, notifier.watchdog_interval)
                 task_status.started()
         finally:
             dispatcher.close_spare()
@@ -77,15 +107,47 @@ class Server:
         wanted = [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT]
         with trio.open_signal_receiver(*wanted) as signals:
             if self._stop_requested():
+                self.notifier.stopping()
                 cancel_scope.cancel()
                 return
             async for signum in signals:
                 if signum == signal.SIGUSR1:
                     self.store.drain()  # one way, as in beanstalkd
+                    self._send_status()
                     continue
                 self.stopped_by = signum
+                self.notifier.stopping()
                 cancel_scope.cancel()
                 return
+
+    # ------------------------------------------------------------------ systemd
+
+    def status_text(self) -> Optional[str]:
+        """The STATUS= line, from a snapshot (which changes no counter)."""
+        snapshot = self.store.snapshot(now_ns())
+        if isinstance(snapshot, Later):
+            return None  # a remote store's answer would come later: skip this round
+        return status_line({stat.name: stat.value for stat in snapshot})
+
+    def _send_status(self) -> None:
+        if not self.notifier.enabled:
+            return
+        text = self.status_text()
+        if text is not None and text != self._status_sent:
+            self._status_sent = text
+            self.notifier.status(text)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await trio.sleep(STATUS_INTERVAL_S)
+            self._send_status()
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        """WATCHDOG=1 every ``interval`` s.  A task of this trio run, beside the
+        drivers: when a command wedges the loop (or the process), it stops."""
+        while True:
+            self.notifier.watchdog()
+            await trio.sleep(interval)
 
     # ------------------------------------------------------------------ timers
 

@@ -16,11 +16,13 @@ socket stream reads nothing, so no byte is lost.
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any, Optional
 
 import trio
 
 from .dispatch import RECV_SIZE, Dispatcher, now_ns
+from .tls import HandshakeLog, handshake
 
 
 class _StreamWaker:
@@ -57,15 +59,35 @@ class _AcceptPolicy(trio.abc.Listener[trio.SocketStream]):
         await self._inner.aclose()
 
 
-def listener_for(sock: socket.socket, dispatcher: Dispatcher) -> trio.abc.Listener[Any]:
-    """The trio listener for a bound, listening socket (TLS wraps this one)."""
-    return _AcceptPolicy(sock, dispatcher)
+def listener_for(
+    sock: socket.socket, dispatcher: Dispatcher, ssl_context: Optional[ssl.SSLContext] = None
+) -> trio.abc.Listener[Any]:
+    """The trio listener for a bound, listening socket; with a context, its TLS wrapper."""
+    plain = _AcceptPolicy(sock, dispatcher)
+    if ssl_context is None:
+        return plain
+    return trio.SSLListener(plain, ssl_context, https_compatible=False)
 
 
-async def serve(listener: trio.abc.Listener[Any], dispatcher: Dispatcher) -> None:
-    """Serve every connection of ``listener`` until cancelled."""
+async def serve(
+    listener: trio.abc.Listener[Any], dispatcher: Dispatcher, handshake_timeout: float = 10.0
+) -> None:
+    """Serve every connection of ``listener`` until cancelled.
+
+    A client past --max-connections is closed at once; a TLS client is served
+    only once its handshake succeeded (see tls.py), so a failed one never
+    reaches the store.
+    """
+    handshakes = HandshakeLog()
 
     async def handler(stream: trio.abc.Stream) -> None:
+        if not dispatcher.admit():
+            await trio.aclose_forcefully(stream)
+            return
+        if isinstance(stream, trio.SSLStream) and not await handshake(stream, handshake_timeout, handshakes):
+            dispatcher.leave()
+            await trio.aclose_forcefully(stream)
+            return
         await serve_stream(stream, dispatcher)
 
     await trio.serve_listeners(handler, [listener])

@@ -74,3 +74,31 @@ def test_help_and_version(capsys: pytest.CaptureFixture) -> None:
 def test_removed_flags_warn(capsys: pytest.CaptureFixture) -> None:
     parse_args(["-c", "-n"])
     assert "binlog is always compacted" in capsys.readouterr().err
+
+
+def test_long_options() -> None:
+    opts = parse_args(["-p", "1", "--max-connections", "50", "--tls-listen=127.0.0.1:11301",
+                       "--tls-cert", "c.pem", "--tls-key=k.pem", "--tls-client-ca", "ca.pem",
+                       "--tls-handshake-timeout", "2.5", "-V"])
+    assert (opts.port, opts.max_connections, opts.tls_listen) == ("1", 50, "127.0.0.1:11301")
+    assert (opts.tls_cert, opts.tls_key, opts.tls_client_ca) == ("c.pem", "k.pem", "ca.pem")
+    assert (opts.tls_handshake_timeout, opts.verbose) == (2.5, 1)
+    assert parse_args([]).max_connections == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--nope"], "unknown option: --nope"),
+        (["--max-connections"], "requires an argument"),
+        (["--max-connections", "-3"], "whole number"),
+        (["--tls-listen", "127.0.0.1:1"], "needs --tls-cert and --tls-key"),
+        (["--tls-cert", "c.pem"], "need --tls-listen"),
+        (["--tls-listen", ":1", "--tls-cert", "c", "--tls-key", "k", "--tls-handshake-timeout", "x"], "seconds"),
+    ],
+)
+def test_long_option_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(UsageExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 5
+    assert message in capsys.readouterr().err
