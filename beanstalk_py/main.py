@@ -9,10 +9,11 @@ import select
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .listen import ListenError, describe, inherited_socket, make_listener, split_host_port
 from .log import warn
+from .notify import Notifier
 from .options import DEFAULT_ADDR, Options, UsageExit, parse_args
 from .startup import Startup, Stopped
 from .tls import TLSConfigError
@@ -32,6 +33,18 @@ EXIT_LISTEN = 111
 EXIT_TLS = 2  # the TLS certificate, key or CA could not be loaded
 EXIT_BINLOG_LOCK = 10
 EXIT_BINLOG = 1
+
+# Under systemd (Type=notify), EXTEND_TIMEOUT_USEC keeps a long binlog replay
+# from hitting TimeoutStartSec=.  Measured on the 2-core test machine (exec to
+# READY=1): 300,000 jobs (30 MB of log) 1.4 s, 1,000,000 jobs (102 MB) 5.6 s;
+# the files are read at ~55 MB/s, the jobs restored at ~500,000 a second.
+# Each message asks for what is left at a tenth of those speeds or less, and
+# never less than EXTEND_MIN_S; one goes before the first file, then at most
+# one a second, one when all are read and one before the jobs are restored.
+EXTEND_MIN_S = 30.0
+EXTEND_REPLAY_BYTES_PER_S = 3_000_000
+EXTEND_RESTORE_JOBS_PER_S = 20_000
+EXTEND_EVERY_S = 1.0
 
 
 def drop_privileges(user: str) -> None:
@@ -131,9 +144,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             drop_privileges(opts.user)
         startup.check()
+        # NOTIFY_SOCKET and WATCHDOG_* are read (and removed from the environment) here.
+        notifier = Notifier.from_environ()
         if opts.binlog_dir is not None:
             # As beanstalkd: after binding and dropping privileges, before serving.
-            wal = open_binlog(opts, store)
+            wal = open_binlog(opts, store, notifier)
         info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
         dispatcher = Dispatcher(store, info, verbose=opts.verbose, max_connections=opts.max_connections)
         epoll = None
@@ -149,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         server = Server(dispatcher, epoll=epoll, stream_listeners=[] if epoll else [sock],
                         tls_listeners=tls_listeners, tls_handshake_timeout=opts.tls_handshake_timeout,
-                        stop_requested=lambda: startup.stop)
+                        stop_requested=lambda: startup.stop, notifier=notifier)
         tune_gc()
         startup.check()
         trio.run(server.run)
@@ -194,23 +209,61 @@ class _BinlogFailed(Exception):
         self.status = status
 
 
-def open_binlog(opts: Options, engine: "Engine") -> "Binlog":
-    """Open the binlog directory and restore its jobs into ``engine``."""
-    from .binlog import Binlog, BinlogError, BinlogLockError
+def open_binlog(opts: Options, engine: "Engine", notifier: Optional[Notifier] = None) -> "Binlog":
+    """Open the binlog directory and restore its jobs into ``engine``.
+
+    With a ``notifier`` (systemd), start-up time is extended while it works.
+    """
+    from .binlog import Binlog
     from .dispatch import now_ns
 
     directory = opts.binlog_dir
     assert directory is not None, "called only with -b"
     wal = Binlog(directory, opts.binlog_size, opts.fsync_ms if opts.fsync else None,
                  clock=now_ns, wall_clock=time.time_ns)
+    notifier = notifier or Notifier()
+    last_extend = [float("-inf")]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done and done < total and now - last_extend[0] < EXTEND_EVERY_S:
+            return
+        last_extend[0] = now
+        # What is left to read, and the whole again in case it is rewritten
+        # (a damaged or beanstalkd log is checkpointed into new files).
+        seconds = (total - done + total) / EXTEND_REPLAY_BYTES_PER_S
+        percent = 100 * done // total if total else 100
+        notifier.extend_timeout(max(EXTEND_MIN_S, seconds),
+                                f"replaying the binlog: {percent}% of {total / 1e6:.1f} MB")
+
+    # No cycle collection while millions of long-lived objects are made (they
+    # form no cycles; tune_gc freezes them afterwards).  Measured, 1,000,000
+    # jobs: replay 3.0 s -> 1.9 s, restore 4.7 s -> 2.0 s.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        records, next_id = wal.open()
+        return _replay(opts, wal, engine, notifier, progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _replay(opts: Options, wal: "Binlog", engine: "Engine", notifier: Notifier,
+            progress: Callable[[int, int], None]) -> "Binlog":
+    from .binlog import BinlogError, BinlogLockError
+    from .dispatch import now_ns
+
+    try:
+        records, next_id = wal.open(progress if notifier.enabled else None)
     except BinlogLockError as exc:
         warn(f"failed to lock binlog dir {opts.binlog_dir}: {exc}")
         raise _BinlogFailed(EXIT_BINLOG_LOCK)
     except BinlogError as exc:
         warn(f"failed to open or replay the binlog in {opts.binlog_dir}: {exc}")
         raise _BinlogFailed(EXIT_BINLOG)
+    if notifier.enabled:
+        notifier.extend_timeout(max(EXTEND_MIN_S, len(records) / EXTEND_RESTORE_JOBS_PER_S),
+                                f"restoring {len(records)} jobs")
     engine.restore(records, next_id, now_ns(), time.time_ns())
     engine.attach_wal(wal, wal.durability)
     if opts.verbose:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import MutableMapping, Optional
+from typing import Mapping, MutableMapping, Optional
 
 from .log import warn
 
@@ -125,7 +125,7 @@ def _watchdog_usec(usec: Optional[str], pid: Optional[str]) -> Optional[int]:
     return value if value > 0 else None
 
 
-def status_line(stats: dict[str, object]) -> str:
+def status_line(stats: Mapping[str, object]) -> str:
     """The ``STATUS=`` text from a stats snapshot (name -> value)."""
     text = (
         f"jobs: {stats.get('current-jobs-ready', 0)} ready, {stats.get('current-jobs-reserved', 0)} reserved, "

@@ -177,23 +177,27 @@ class Binlog:
             raise BinlogLockError(f"cannot lock {path}: {exc.strerror}") from exc
         self._lock_fd = fd
 
-    def open(self) -> tuple[list[JobRecord], int]:
+    def open(self, progress: Optional[Callable[[int, int], None]] = None) -> tuple[list[JobRecord], int]:
         """Lock, replay, migrate if needed, open a new file.
 
         Returns the live jobs (ordered by their order stamp; reserved jobs
         come back ready) and the next job id to issue.  Raises
         :class:`BinlogLockError` (exit 10) or :class:`BinlogOpenError` (exit 1).
+        ``progress(done, total)``, in bytes of log files, is called before
+        each file is read and once more when all are (``done == total``),
+        before the files are checkpointed or kept (the daemon tells systemd
+        that start-up goes on).
         """
         if self._lock_fd is None:
             self.lock()
         try:
-            return self._open()
+            return self._open(progress)
         except BinlogError:
             raise
         except OSError as exc:
             raise BinlogOpenError(f"{exc.filename or self.dir}: {exc.strerror}") from exc
 
-    def _open(self) -> tuple[list[JobRecord], int]:
+    def _open(self, progress: Optional[Callable[[int, int], None]]) -> tuple[list[JobRecord], int]:
         self.durability.open_dir()
         own: list[tuple[int, str]] = []
         foreign: list[tuple[int, str]] = []
@@ -203,11 +207,17 @@ class Binlog:
                     into.append((int(name[len(prefix):]), name))
         own.sort()
         foreign.sort()
+        sizes = {name: os.stat(self.space.path(name)).st_size for _n, name in own + foreign} if progress else {}
+        total = sum(sizes.values())
+        done = 0
         replay = Replay()
         problems: list[str] = []
         migrated: list[str] = []  # foreign files read (removed after migration)
         unreadable: list[str] = []
         for _n, name in foreign:
+            if progress is not None:
+                progress(done, total)
+                done += sizes[name]
             version, problem = replay_v7(self._read(name), replay)
             if problem is not None:
                 problems.append(f"{name}: {problem}")
@@ -215,6 +225,9 @@ class Binlog:
         own_files: list[tuple[int, str, int, Scan]] = []
         damaged = False
         for seq, name in own:
+            if progress is not None:
+                progress(done, total)
+                done += sizes[name]
             data = self._read(name)
             scan = replay_own(data, seq, replay)
             if scan.version is not None and scan.version > VERSION:
@@ -225,6 +238,8 @@ class Binlog:
                 damaged = True
                 problems.append(f"{name}: {scan.problem}; skipped {scan.skipped} bytes after the last complete record")
             own_files.append((seq, name, len(data), scan))
+        if progress is not None:
+            progress(total, total)
         for text in problems:
             self._log(text)
         if problems:
