@@ -1,8 +1,17 @@
-"""``beanstalk-py admin``: look inside a running daemon and act on it (being written)."""
+"""``beanstalk-py admin``: look inside a running daemon (beanstalk-py or
+beanstalkd 1.12) and act on it, over the beanstalk protocol.
+
+Modules: :mod:`.client` (a blocking protocol client and the exit codes),
+:mod:`.commands` (the one-shot commands), :mod:`.top` (the live view),
+:mod:`.transfer` (export from a binlog directory, import by puts),
+:mod:`.render` (JSON values and the tubes table), :mod:`.cli` (arguments).
+"""
 
 from __future__ import annotations
 
 
 def main(argv: list[str]) -> int:
-    print("beanstalk-py admin: not available yet")
-    return 2
+    """Run one admin command; returns the exit status (see ``admin --help``)."""
+    from .cli import run
+
+    return run(argv)

@@ -1,0 +1,291 @@
+"""Moving queues: ``export --binlog`` reads a binlog directory, ``import`` puts
+jobs back, both as JSON lines, one job a line::
+
+    {"id": 7, "tube": "mail", "state": "delayed", "pri": 1024, "delay": 58, "ttr": 60, "body": "..."}
+
+``delay`` is the time a delayed job has left (0 otherwise); a body that is not
+UTF-8 is base64 with ``"body_b64": true``.
+
+The export reads the files only, through the same scanner and replay the
+daemon uses at start-up (:mod:`beanstalk_py.binlog`), and never opens
+``DIR/lock``: a daemon running on the directory keeps its lock and is not
+disturbed.  What it sees is a prefix of the log (the records written before
+each file was read); a file the daemon removes meanwhile (compaction) makes it
+read the directory again.  The import uses plain puts, so it works against any
+beanstalkd 1.12 server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Optional
+
+from ..binlog.format import FILE_PREFIX, NS, VERSION, JobRecord, Replay, replay_own
+from ..binlog.migrate import V7_PREFIX, replay_v7
+from ..store import BURIED, DELAYED, READY, RESERVED
+from .client import EXIT_OK, MAX_PRI, AdminError, Client, ServerError, UsageError, check_tube
+from .commands import Context, emit, note
+from .render import body_fields, decode_body
+
+_NUMBERED = re.compile(r"[0-9]+")
+READ_ATTEMPTS = 5
+BATCH = 200  # jobs per round trip when importing
+BATCH_BYTES = 1 << 20
+IMPORT_DEFAULTS = {"state": READY, "pri": 1024, "delay": 0, "ttr": 60}
+
+
+# ---------------------------------------------------------------------- export
+
+
+def read_binlog(directory: str) -> tuple[list[JobRecord], list[str]]:
+    """The live jobs of a binlog directory (ours and beanstalkd's ``binlog.N``),
+    by id, and the problems met (torn tails...).  Reads, never writes or locks."""
+    if not os.path.isdir(directory):
+        raise UsageError(f"--binlog {directory}: not a directory")
+    for _attempt in range(READ_ATTEMPTS):
+        try:
+            return _read_once(directory)
+        except FileNotFoundError:
+            continue  # removed by the daemon between listing and reading: list again
+        except PermissionError as exc:
+            raise AdminError(f"cannot read {exc.filename}: permission denied") from None
+    raise AdminError(f"{directory}: files kept changing while being read ({READ_ATTEMPTS} attempts)")
+
+
+def _read_once(directory: str) -> tuple[list[JobRecord], list[str]]:
+    own: list[tuple[int, str]] = []
+    foreign: list[tuple[int, str]] = []
+    for name in os.listdir(directory):
+        for prefix, into in ((FILE_PREFIX, own), (V7_PREFIX, foreign)):
+            if name.startswith(prefix) and _NUMBERED.fullmatch(name[len(prefix):]):
+                into.append((int(name[len(prefix):]), name))
+    replay = Replay()
+    problems: list[str] = []
+    # The order of Binlog.open: beanstalkd's files (not yet migrated) first, then ours.
+    for _n, name in sorted(foreign):
+        version, problem = replay_v7(_read(directory, name), replay)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+        elif version is None:
+            problems.append(f"{name}: not a readable beanstalkd binlog file")
+    for seq, name in sorted(own):
+        scan = replay_own(_read(directory, name), seq, replay)
+        if scan.version is not None and scan.version > VERSION:
+            raise AdminError(f"{name} was written by a newer beanstalk-py (format {scan.version})")
+        if scan.problem is not None:
+            problems.append(f"{name}: {scan.problem}; the records before it were read")
+    return sorted(replay.jobs.values(), key=lambda rec: rec.id), problems
+
+
+def _read(directory: str, name: str) -> bytes:
+    with open(os.path.join(directory, name), "rb") as fh:
+        return fh.read()
+
+
+def export_record(rec: JobRecord, now_wall_ns: int) -> dict[str, object]:
+    """One job as it would come back after a restart: a reservation does not
+    survive one (ready), and a delayed job whose time has come is ready."""
+    state, delay = rec.state, 0
+    if state == RESERVED:
+        state = READY
+    elif state == DELAYED:
+        left = rec.deadline - now_wall_ns
+        if left > 0:
+            delay = -(-left // NS)  # whole seconds, rounded up: never early
+        else:
+            state = READY
+    body = rec.body[:-2] if rec.body.endswith(b"\r\n") else rec.body
+    return {
+        "id": rec.id,
+        "tube": rec.tube.decode("ascii", "replace"),
+        "state": state,
+        "pri": rec.pri,
+        "delay": delay,
+        "ttr": rec.ttr // NS,
+        **body_fields(body),
+    }
+
+
+def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
+    if args.binlog is None:
+        raise UsageError("export needs --binlog DIR (the daemon's binlog directory, read without "
+                         "disturbing it), or the daemon's HTTP API (--url), which this version does not have")
+    records, problems = read_binlog(args.binlog)
+    for problem in problems:
+        note(f"warning: {problem}")
+    now = time.time_ns()
+    lines = [json.dumps(export_record(rec, now), ensure_ascii=False) + "\n" for rec in records]
+    data = "".join(lines).encode("utf-8")
+    counts = _count(str(export_record(rec, now)["state"]) for rec in records)
+    if args.file == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        note(f"exported {len(records)} jobs ({counts}) from {args.binlog}")
+    else:
+        try:
+            with open(args.file, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.file}: {exc.strerror}") from None
+        emit(f"exported {len(records)} jobs ({counts}) from {args.binlog} to {args.file}")
+    return EXIT_OK
+
+
+def _count(states: Iterable[str]) -> str:
+    tally = {READY: 0, DELAYED: 0, BURIED: 0}
+    for state in states:
+        tally[state] = tally.get(state, 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in tally.items())
+
+
+# ---------------------------------------------------------------------- import
+
+
+class ImportJob(NamedTuple):
+    line: int
+    tube: str
+    state: str
+    pri: int
+    delay: int
+    ttr: int
+    body: bytes
+
+
+def _int_field(record: dict[str, object], key: str, where: str, high: int) -> int:
+    value = record.get(key, IMPORT_DEFAULTS[key])
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise UsageError(f"{where}: {key!r} must be an integer from 0 to {high}")
+    return value
+
+
+def parse_jobs(data: bytes, name: str) -> list[ImportJob]:
+    """Every line checked before anything is put: a bad file imports nothing."""
+    jobs = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{where}: not a JSON line: {exc}") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"{where}: not a JSON object")
+        tube = record.get("tube", "default")
+        if not isinstance(tube, str):
+            raise UsageError(f"{where}: \"tube\" must be a string")
+        try:
+            check_tube(tube)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        state = record.get("state", READY)
+        if state == RESERVED:
+            state = READY  # a reservation belongs to a connection; it cannot be moved
+        if state not in (READY, DELAYED, BURIED):
+            raise UsageError(f"{where}: \"state\" must be ready, delayed, buried or reserved")
+        try:
+            body = decode_body(record, where)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        jobs.append(ImportJob(
+            number, tube, str(state), _int_field(record, "pri", where, MAX_PRI),
+            _int_field(record, "delay", where, MAX_PRI) if state == DELAYED else 0,
+            _int_field(record, "ttr", where, MAX_PRI), body,
+        ))
+    return jobs
+
+
+@dataclass
+class Imported:
+    counts: dict[str, int] = field(default_factory=lambda: {READY: 0, DELAYED: 0, BURIED: 0})
+    not_buried: list[int] = field(default_factory=list)  # lines whose job was reserved by someone first
+    failure: Optional[str] = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values()) + len(self.not_buried)
+
+
+def import_jobs(client: Client, jobs: list[ImportJob]) -> Imported:
+    """Puts in file order, pipelined by batches; a buried job is put, then taken
+    with ``reserve-job`` and buried at its priority (beanstalkd 1.12 has
+    reserve-job).  Stops after the first batch in which the server refused a put."""
+    done = Imported()
+    start = 0
+    while start < len(jobs) and done.failure is None:
+        chunk: list[ImportJob] = []
+        size = 0
+        while start + len(chunk) < len(jobs) and len(chunk) < BATCH and size < BATCH_BYTES:
+            job = jobs[start + len(chunk)]
+            chunk.append(job)
+            size += len(job.body)
+        start += len(chunk)
+        _put_batch(client, chunk, done)
+    return done
+
+
+def _put_batch(client: Client, chunk: list[ImportJob], done: Imported) -> None:
+    out = bytearray()
+    uses: list[bool] = []  # per job: a `use` reply comes before its put reply
+    for job in chunk:
+        uses.append(job.tube != client.used)
+        if uses[-1]:
+            out += f"use {job.tube}\r\n".encode("ascii")
+            client.used = job.tube
+        out += f"put {job.pri} {job.delay} {job.ttr} {len(job.body)}\r\n".encode("ascii") + job.body + b"\r\n"
+    client.send(bytes(out))
+    to_bury: list[tuple[ImportJob, int]] = []
+    for job, used in zip(chunk, uses):
+        if used:
+            client.expect(client.read_reply(), b"USING", command="use")
+        reply = client.read_reply()
+        if reply.word == b"INSERTED" or reply.word == b"BURIED":
+            job_id = int(reply.args[0])
+            if job.state == BURIED:
+                to_bury.append((job, job_id))
+            elif reply.word == b"BURIED":
+                done.counts[BURIED] += 1  # out of memory: the server buried it itself
+            else:
+                done.counts[job.state] += 1
+        elif done.failure is None:
+            done.failure = f"line {job.line}: the server answered {reply.text()} to put"
+    for job, job_id in to_bury:
+        if client.reserve_job(job_id):
+            if not client.bury(job_id, job.pri):
+                raise ServerError(f"{client.where}: job {job_id} (line {job.line}) could not be buried")
+            done.counts[BURIED] += 1
+        else:
+            done.not_buried.append(job.line)
+
+
+def cmd_import(ctx: Context, args: argparse.Namespace) -> int:
+    name = "stdin" if args.file == "-" else args.file
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    jobs = parse_jobs(data, name)
+    with ctx.client() as client:
+        done = import_jobs(client, jobs)
+        where = client.where
+    counts = ", ".join(f"{n} {state}" for state, n in done.counts.items())
+    if done.not_buried:
+        counts += f", {len(done.not_buried)} reserved by other clients"
+    for line in done.not_buried:
+        note(f"line {line}: the job was reserved by another client before it could be buried; it stays theirs")
+    if done.failure is not None:
+        raise ServerError(f"imported {done.total} of {len(jobs)} jobs ({counts}) into {where}, then stopped: "
+                          f"{done.failure}")
+    emit(f"imported {done.total} jobs ({counts}) into {where}")
+    return EXIT_OK
