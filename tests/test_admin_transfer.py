@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import pytest
 
 from conftest import Daemon, free_port, start_beanstalk_py, start_reference
+from setup_conn import Conn
 
 pytestmark = pytest.mark.daemon
 
@@ -31,27 +32,6 @@ def admin(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
 
 def at(daemon: Daemon) -> list[str]:
     return ["--addr", f"127.0.0.1:{daemon.port}"]
-
-
-class Conn:
-    def __init__(self, daemon: Daemon) -> None:
-        self.sock = daemon.connect()
-        self.buf = b""
-
-    def ask(self, data: bytes, expect: bytes) -> None:
-        self.sock.sendall(data)
-        while len(self.buf) < len(expect):
-            chunk = self.sock.recv(65536)
-            assert chunk, "server closed"
-            self.buf += chunk
-        got, self.buf = self.buf[: len(expect)], self.buf[len(expect):]
-        assert got == expect, (data, got)
-
-    def close(self) -> None:
-        self.sock.sendall(b"quit\r\n")
-        while self.sock.recv(65536):
-            pass
-        self.sock.close()
 
 
 def fill(daemon: Daemon) -> Conn:
