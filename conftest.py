@@ -33,7 +33,8 @@ REFERENCE_BINARY = shutil.which("beanstalkd")
 #   unit    none of these: the sans-IO loop, `pytest -m unit` (~1.2 s of tests, ~2 s wall)
 # A plain `pytest` (what CI runs) still runs them all.
 DAEMON_FILES = {"test_server.py", "test_binlog_daemon.py", "test_notify.py", "test_admin.py",
-                "test_admin_transfer.py", "test_admin_top.py"}
+                "test_admin_transfer.py", "test_admin_top.py", "test_http.py", "test_http_security.py",
+                "test_http_load.py"}
 BENCH_FILES = {"test_bench_smoke.py"}
 IO_FILES = {"test_binlog.py", "test_startup.py", "test_units.py"}
 SLOW_TESTS = {

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 EXIT_LISTEN = 111
 EXIT_TLS = 2  # the TLS certificate, key or CA could not be loaded
+EXIT_HTTP = 2  # --http refused: the extra is missing, a bad token file, a non-loopback address without tokens
 EXIT_BINLOG_LOCK = 10
 EXIT_BINLOG = 1
 
@@ -128,6 +129,22 @@ def main(argv: Optional[list[str]] = None) -> int:
             return EXIT_TLS
         if opts.verbose:
             print(f"bind {tls_listeners[0][0].fileno()} {describe(tls_listeners[0][0])} (TLS)", flush=True)
+    http_listener = None
+    if opts.http is not None:
+        # Bound and the tokens read before privileges are dropped, as the others.
+        from .http.auth import HttpConfigError
+        from .http.listener import make_http_listener
+
+        try:
+            http_listener = make_http_listener(opts.http, opts.http_tokens)
+        except HttpConfigError as exc:
+            warn(str(exc))
+            return EXIT_HTTP
+        except ListenError as exc:
+            warn(str(exc))
+            return EXIT_LISTEN
+        if opts.verbose:
+            print(f"bind {http_listener.sock.fileno()} {http_listener.address} (HTTP)", flush=True)
 
     from .dispatch import Dispatcher, now_ns
     from .engine import Engine
@@ -141,7 +158,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             # Imported before dropping privileges: the new user may not be able
             # to read the Python installation.  No serving until then.
             __import__("trio")
+            if http_listener is not None:
+                from .http.listener import import_stack
 
+                import_stack()
             drop_privileges(opts.user)
         startup.check()
         # NOTIFY_SOCKET and WATCHDOG_* are read (and removed from the environment) here.
@@ -164,7 +184,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         server = Server(dispatcher, epoll=epoll, stream_listeners=[] if epoll else [sock],
                         tls_listeners=tls_listeners, tls_handshake_timeout=opts.tls_handshake_timeout,
-                        stop_requested=lambda: startup.stop, notifier=notifier)
+                        stop_requested=lambda: startup.stop, notifier=notifier, http=http_listener)
         tune_gc()
         startup.check()
         trio.run(server.run)

@@ -46,6 +46,8 @@ class Options:
     tls_client_ca: Optional[str] = None  # set: clients must present a certificate it signed
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_S
     max_connections: int = 0  # 0: no limit, as in beanstalkd
+    http: Optional[str] = None  # ADDR:PORT or unix:PATH of the operations plane
+    http_tokens: Optional[str] = None  # the bearer-token file (needed off loopback)
 
 
 class UsageExit(SystemExit):
@@ -78,6 +80,10 @@ Options:
  --tls-client-ca FILE       require client certificates signed by these CAs (mutual TLS)
  --tls-handshake-timeout S  close TLS clients that have not finished the handshake
                             within S seconds (default {DEFAULT_TLS_HANDSHAKE_S:g})
+ --http ADDR:PORT           serve the HTTP operations plane (metrics, health, JSON API)
+                            there, or at unix:PATH; loopback or unix only without tokens
+ --http-tokens FILE         bearer tokens for --http, "TOKEN ROLE" a line (ROLE viewer
+                            or operator); the file must be mode 0600
 
  {PROG} admin --help        the admin command line
 """
@@ -98,7 +104,9 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
-_LONG = ("max-connections", "tls-listen", "tls-cert", "tls-key", "tls-client-ca", "tls-handshake-timeout")
+_LONG = ("max-connections", "tls-listen", "tls-cert", "tls-key", "tls-client-ca", "tls-handshake-timeout",
+         "http", "http-tokens")
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^\[\]]*):[0-9]+")
 
 
 def _parse_long(opts: Options, name: str, value: str) -> None:
@@ -115,6 +123,13 @@ def _parse_long(opts: Options, name: str, value: str) -> None:
         opts.tls_key = value
     elif name == "tls-client-ca":
         opts.tls_client_ca = value
+    elif name == "http":
+        if not (value.startswith("unix:") and len(value) > 5) and not _HOST_PORT.fullmatch(value):
+            warn(f"--http needs ADDR:PORT or unix:PATH, not {value!r}")
+            _usage(EXIT_USAGE)
+        opts.http = value
+    elif name == "http-tokens":
+        opts.http_tokens = value
     else:  # tls-handshake-timeout
         try:
             opts.tls_handshake_timeout = float(value)
@@ -132,6 +147,9 @@ def _check(opts: Options) -> None:
         _usage(EXIT_USAGE)
     if opts.tls_listen is None and (opts.tls_cert or opts.tls_key or opts.tls_client_ca):
         warn("--tls-cert, --tls-key and --tls-client-ca need --tls-listen")
+        _usage(EXIT_USAGE)
+    if opts.http_tokens is not None and opts.http is None:
+        warn("--http-tokens needs --http")
         _usage(EXIT_USAGE)
 
 

@@ -13,6 +13,8 @@ and the store; what a driver does with a connection lives in
 * One timer task sleeps until the store's earliest timer; drivers move its
   deadline when they add an earlier one.
 * With ``-f N`` (N > 0) one task fsyncs in a worker thread when records are due.
+* With ``--http``, the operations plane (:mod:`.http`) is one more sibling,
+  started once the drivers serve; its requests run between their passes.
 * Under systemd (``NOTIFY_SOCKET``, :mod:`.notify`): ``READY=1`` once every
   driver has started, a task refreshing ``STATUS=``, a task sending
   ``WATCHDOG=1`` (from this trio loop, so a wedged loop stops pinging), and
@@ -24,7 +26,7 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import trio
 
@@ -34,6 +36,9 @@ from .notify import Notifier, status_line
 from .streams import listener_for, serve
 from .store import Later
 from .wal import Durability
+
+if TYPE_CHECKING:
+    from .http.listener import HttpListener
 
 # How often STATUS= is refreshed (sent only when its text changed).
 STATUS_INTERVAL_S = 2.0
@@ -57,6 +62,7 @@ class Server:
         tls_handshake_timeout: float = 10.0,
         stop_requested: Optional[Callable[[], bool]] = None,
         notifier: Optional[Notifier] = None,
+        http: Optional["HttpListener"] = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.store = dispatcher.store
@@ -71,6 +77,7 @@ class Server:
         self.stopped_by: Optional[int] = None
         self.notifier = notifier if notifier is not None else Notifier()
         self._status_sent: Optional[str] = None
+        self.http = http
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         dispatcher = self.dispatcher
@@ -90,6 +97,10 @@ class Server:
                 for sock, context in self.tls_listeners:
                     nursery.start_soon(serve, listener_for(sock, dispatcher, context), dispatcher,
                                        self.tls_handshake_timeout)
+                if self.http is not None:
+                    # After the drivers, which already serve (the binlog was
+                    # replayed before the server was made).
+                    await nursery.start(self.http.run, dispatcher)
                 notifier = self.notifier
                 if notifier.enabled:
                     # The log is replayed and every listener's driver has

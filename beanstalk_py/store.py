@@ -22,7 +22,7 @@ keeps several commands outstanding), and the store hands the completed
 out in command order.  Only a reserve stops the commands behind it.
 
 Tube-addressed operations (``*_tube``, ``tube_jobs``, ``clear_tube``,
-``move_jobs``) need no session, so an operator's tool can call them without
+``move_jobs``, and ``delete_job``) need no session, so an operator's tool can call them without
 faking a client or counting a connection.
 """
 
@@ -219,6 +219,10 @@ class Store(Protocol[S]):
                   after: Optional[Cursor] = None) -> Answer[tuple[Sequence[JobView], Optional[Cursor]]]:
         """Up to ``limit`` jobs in the order the queue serves them, after ``after``;
         the cursor for the next page, or None at the end."""
+
+    def delete_job(self, job_id: int) -> Answer[bool]:
+        """An operator's delete of a job that is not reserved (False: no such
+        job, or a client holds it and would lose its own delete)."""
 
     def clear_tube(self, name: bytes, state: str, limit: int) -> Answer[int]:
         """Delete up to ``limit`` jobs of tube ``name`` in ``state`` (not reserved ones)."""

@@ -425,6 +425,19 @@ def test_clear_tube_deletes_by_state_and_is_bounded() -> None:
     assert stats["cmd-delete"] == 5
 
 
+def test_delete_job_needs_no_session_and_spares_reserved_jobs() -> None:
+    e = Engine()
+    c = new_client(e)
+    ready, held = put(e, c), put(e, c)
+    assert e.reserve_job(c, held.id, T0) is held
+    assert e.delete_job(ready.id) and ready.id not in e.jobs
+    assert not e.delete_job(held.id) and held.state == RESERVED  # its holder would lose it
+    assert not e.delete_job(999)
+    assert e.conn_ct == 1
+    stats = {s.name: s.value for s in e.tube_stats(b"default", T0) or []}
+    assert stats["cmd-delete"] == 1
+
+
 def test_kick_tube_and_peek_tube_need_no_session() -> None:
     e = Engine()
     c = new_client(e)

@@ -84,6 +84,10 @@ def test_long_options() -> None:
     assert (opts.tls_cert, opts.tls_key, opts.tls_client_ca) == ("c.pem", "k.pem", "ca.pem")
     assert (opts.tls_handshake_timeout, opts.verbose) == (2.5, 1)
     assert parse_args([]).max_connections == 0
+    opts = parse_args(["--http=[::1]:8080", "--http-tokens", "/etc/tokens"])
+    assert (opts.http, opts.http_tokens) == ("[::1]:8080", "/etc/tokens")
+    assert parse_args(["--http", "unix:/run/b.sock"]).http == "unix:/run/b.sock"
+    assert parse_args([]).http is None
 
 
 @pytest.mark.parametrize(
@@ -95,6 +99,9 @@ def test_long_options() -> None:
         (["--tls-listen", "127.0.0.1:1"], "needs --tls-cert and --tls-key"),
         (["--tls-cert", "c.pem"], "need --tls-listen"),
         (["--tls-listen", ":1", "--tls-cert", "c", "--tls-key", "k", "--tls-handshake-timeout", "x"], "seconds"),
+        (["--http", "8080"], "ADDR:PORT or unix:PATH"),
+        (["--http", "unix:"], "ADDR:PORT or unix:PATH"),
+        (["--http-tokens", "t"], "needs --http"),
     ],
 )
 def test_long_option_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
