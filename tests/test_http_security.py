@@ -35,9 +35,12 @@ def _run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 def test_tokens_and_roles(tmp_path: Path) -> None:
     daemon, anonymous = start_with_http("--http-tokens", _token_file(tmp_path))
     try:
-        for path in ("/healthz", "/metrics", "/api/v1/stats", "/nothing"):
+        for path in ("/metrics", "/api/v1/stats", "/api/v1/tubes", "/nothing"):
             reply = anonymous.get(path)
             assert reply.status == 401 and reply.headers["www-authenticate"].startswith("Bearer"), path
+        # The probes answer without a token: they tell only "running" / "ready".
+        assert anonymous.get("/healthz").json == {"status": "ok"}
+        assert anonymous.get("/readyz").status == 200
         assert anonymous.with_token("not-a-token-at-all-123").get("/api/v1/stats").status == 401
         assert anonymous.get("/api/v1/stats", headers={"Authorization": f"Basic {OPERATOR}"}).status == 401
         viewer, operator = anonymous.with_token(VIEWER), anonymous.with_token(OPERATOR)

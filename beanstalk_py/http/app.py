@@ -66,17 +66,23 @@ class Guard:
         headers = Headers(scope=scope)
         principal: Optional[Principal] = self.local
         if self.tokens is not None:
-            principal = self.tokens.check(headers.get("authorization"))
-            if principal is None:
-                response = _error(401, "a bearer token is required (Authorization: Bearer TOKEN)",
-                                  {"WWW-Authenticate": 'Bearer realm="beanstalk-py"'})
-                await response(scope, receive, send)
-                return
+            if scope.get("path") not in OPEN_PATHS:
+                principal = self.tokens.check(headers.get("authorization"))
+                if principal is None:
+                    response = _error(401, "a bearer token is required (Authorization: Bearer TOKEN)",
+                                      {"WWW-Authenticate": 'Bearer realm="beanstalk-py"'})
+                    await response(scope, receive, send)
+                    return
         elif self.check_host and not loopback_host(headers.get("host")):
             await _error(403, "without --http-tokens only loopback host names are served")(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+# Probes say only "running" or "ready": a load balancer or systemd may ask
+# without a token.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def make_app(plane: Plane, tokens: Optional[Tokens] = None, local: str = "loopback",
