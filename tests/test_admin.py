@@ -1,7 +1,7 @@
 """`beanstalk-py admin` against beanstalk-py and the real beanstalkd 1.12: every
 command the beanstalk protocol can express, with its exact output for a
 known queue, its exit codes (1 not found, 2 usage, 3 cannot connect) and
-the commands that need the HTTP API."""
+the commands that need the HTTP API (without --url; with it: test_admin_http.py)."""
 
 from __future__ import annotations
 
@@ -376,14 +376,15 @@ def test_usage_errors_exit_2(args: list[str], message: str, capsys: pytest.Captu
 
 
 @pytest.mark.parametrize("args, message", [
-    (["jobs", "t"], "jobs needs the daemon's HTTP listener (--url URL), which this version of beanstalk-py "
-                    "does not have"),
-    (["jobs", "t", "--state", "buried"], "jobs needs the daemon's HTTP listener (--url URL)"),
-    (["move", "a", "b"], "move needs the daemon's HTTP listener (--url URL)"),
-    (["--url", "http://127.0.0.1:8080", "stats"],
-     "--url http://127.0.0.1:8080: the daemon's HTTP API is not available in this version of beanstalk-py"),
-    (["--url", "http://127.0.0.1:8080", "jobs", "t"], "HTTP API is not available in this version"),
-    (["export", "out.jsonl"], "export needs --binlog DIR"),
+    (["jobs", "t"], "jobs needs the daemon's HTTP listener: give --url URL"),
+    (["jobs", "t", "--state", "buried"], "jobs needs the daemon's HTTP listener: give --url URL"),
+    (["move", "a", "b", "--state", "ready"], "move needs the daemon's HTTP listener: give --url URL"),
+    (["--url", "ftp://127.0.0.1:8080", "jobs", "t"], "--url ftp://127.0.0.1:8080: expected http://HOST:PORT"),
+    (["--url", "http://127.0.0.1:99999", "jobs", "t"], "expected http://HOST:PORT, https://HOST:PORT or unix:PATH"),
+    (["--url", "http://u:p@127.0.0.1:8080", "jobs", "t"], "no user, query or fragment"),
+    (["--token", "abc", "jobs", "t"], "--token and --token-file go with --url"),
+    (["export", "out.jsonl"], "export needs --binlog DIR (the daemon's binlog directory, read without "
+                              "disturbing it) or --url URL"),
 ])
 def test_http_only_commands_exit_2(args: list[str], message: str) -> None:
     """These never connect (so no address is needed)."""

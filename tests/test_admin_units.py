@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from beanstalk_py.admin.api import Endpoint, parse_url, tube_path
 from beanstalk_py.admin.client import UsageError, check_tube, describe, parse_addr, parse_yaml, parse_yaml_list
 from beanstalk_py.admin.commands import looks_like_daemon
 from beanstalk_py.admin.render import (
@@ -15,11 +16,12 @@ from beanstalk_py.admin.render import (
     decode_body,
     duration,
     own_share,
+    preview_cell,
     table,
     typed,
 )
 from beanstalk_py.admin.top import rate
-from beanstalk_py.admin.transfer import parse_jobs, export_record
+from beanstalk_py.admin.transfer import api_body, api_record, export_record, parse_jobs
 from beanstalk_py.binlog.format import NS, JobRecord
 
 
@@ -138,3 +140,49 @@ def test_parse_jobs_defaults_and_reserved() -> None:
     ]
     with pytest.raises(UsageError, match="f:1: 'ttr' must be an integer"):
         parse_jobs(b'{"ttr": true, "body": ""}', "f")
+
+
+# ---------------------------------------------------------------------- --url
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("http://127.0.0.1:11380", Endpoint("http", "127.0.0.1", 11380, "", "", "http://127.0.0.1:11380")),
+    ("http://localhost/", Endpoint("http", "localhost", 80, "", "", "http://localhost")),
+    ("https://q.example/beanstalk/", Endpoint("https", "q.example", 443, "/beanstalk", "", "https://q.example/beanstalk")),
+    ("http://[::1]:8080", Endpoint("http", "::1", 8080, "", "", "http://[::1]:8080")),
+    ("unix:/run/b.sock", Endpoint("unix", "localhost", 0, "", "/run/b.sock", "unix:/run/b.sock")),
+    ("unix:///run/b.sock", Endpoint("unix", "localhost", 0, "", "/run/b.sock", "unix:/run/b.sock")),
+])
+def test_parse_url(text: str, expected: Endpoint) -> None:
+    assert parse_url(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:11380", "ftp://h", "http://", "http://h:x", "http://h:70000",
+                                  "unix:", "http://h/?a=1", "http://u:p@h"])
+def test_parse_url_refuses(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_url(text)
+
+
+def test_tube_path_escapes_slashes() -> None:
+    assert tube_path("a/b", "jobs") == "/api/v1/tubes/a%2Fb/jobs"
+    assert tube_path("x+y;$()") == "/api/v1/tubes/x%2By%3B%24%28%29"
+
+
+def test_preview_cell() -> None:
+    assert preview_cell({"preview": "a\r\nb", "preview_encoding": "text", "size": 4}) == "a\\r\\nb"
+    assert preview_cell({"preview": "abc", "preview_encoding": "text", "size": 500}) == "abc..."
+    assert preview_cell({"preview": "00ff", "preview_encoding": "hex", "size": 2}) == "hex:00ff"
+    assert preview_cell({"preview": "x" * 80, "preview_encoding": "text", "size": 80}) == "x" * 60 + "..."
+
+
+def test_api_record_as_the_binlog_export_writes_it() -> None:
+    job = {"id": 7, "tube": "t", "state": "delayed", "pri": 5, "ttr": 60, "time-left": 29, "age": 3,
+           "body": "AP8=", "encoding": "base64", "size": 2, "truncated": False}
+    body = api_body(job)
+    assert body == b"\x00\xff"
+    assert api_record(job, body) == {"id": 7, "tube": "t", "state": "delayed", "pri": 5, "delay": 30, "ttr": 60,
+                                     "body": "AP8=", "body_b64": True}
+    assert api_record({**job, "state": "reserved"}, b"hi")["state"] == "ready"
+    assert api_body({**job, "truncated": True}) is None
+    assert api_body({**job, "body": "\u00e9", "encoding": "text"}) == "\u00e9".encode()

@@ -1,9 +1,11 @@
 """``beanstalk-py admin``: look inside a running daemon (beanstalk-py or
-beanstalkd 1.12) and act on it, over the beanstalk protocol.
+beanstalkd 1.12) and act on it, over the beanstalk protocol, and over the
+daemon's HTTP API (``--url``) for what the protocol cannot do.
 
 Modules: :mod:`.client` (a blocking protocol client and the exit codes),
-:mod:`.commands` (the one-shot commands), :mod:`.top` (the live view),
-:mod:`.transfer` (export from a binlog directory, import by puts),
+:mod:`.api` (the HTTP API client), :mod:`.commands` (the one-shot
+commands), :mod:`.top` (the live view), :mod:`.transfer` (export from a
+binlog directory or the API, import by puts),
 :mod:`.render` (JSON values and the tubes table), :mod:`.cli` (arguments).
 """
 

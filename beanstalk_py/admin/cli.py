@@ -8,15 +8,19 @@ import os
 import sys
 from typing import Callable
 
+from .api import ENV_TOKEN, MAX_PAGE, parse_url, read_token_file
 from .client import EXIT_FAILED, MAX_PRI, AdminError, UsageError, check_tube, parse_addr
 from .commands import (
+    DEFAULT_JOBS,
     STATES,
     Context,
     cmd_clear,
     cmd_delete,
     cmd_drain,
+    cmd_jobs,
     cmd_kick,
     cmd_kick_job,
+    cmd_move,
     cmd_pause,
     cmd_peek,
     cmd_peek_state,
@@ -30,19 +34,19 @@ from .transfer import cmd_export, cmd_import
 
 Handler = Callable[[Context, argparse.Namespace], int]
 
-EPILOG = """\
-exit status: 0 ok, 1 not found (no such job or tube, NOT_FOUND), 2 usage
-(bad arguments, or a command that needs the HTTP API), 3 cannot connect
-(refused, timed out, connection lost), 4 the server refused the command
-(DRAINING, JOB_TOO_BIG, ...) or drain refused to signal the process.
+EPILOG = f"""\
+exit status: 0 ok, 1 not found (no such job or tube, NOT_FOUND, 404), 2 usage
+(bad arguments, or a command that needs --url), 3 cannot connect (refused,
+timed out, connection lost), 4 the server refused the command (DRAINING,
+JOB_TOO_BIG, 401, 403, 409, 503 ...) or drain refused to signal the process.
 
-The address is 127.0.0.1:11300 unless --addr or --unix says otherwise.
-Every command speaks the beanstalk protocol, so it works against beanstalkd
-1.12 too; the admin's own connection is left out of the counts of `tubes`
-and `top`.
+The address is 127.0.0.1:11300 unless --addr or --unix says otherwise; the
+commands that speak the beanstalk protocol use it, so they work against
+beanstalkd 1.12 too. jobs, move, and clear and export given --url, use the
+daemon's HTTP API (--http) instead; both --url and --addr may be given. The
+token for --url: --token-file FILE (mode 600), --token TOKEN or ${ENV_TOKEN}.
+The admin's own connection is left out of the counts of `tubes` and `top`.
 """
-
-HTTP_NEEDED = "the daemon's HTTP listener (--url URL), which this version of beanstalk-py does not have"
 
 
 def _job_id(text: str) -> int:
@@ -80,10 +84,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _needs_http(what: str) -> Handler:
-    def handler(ctx: Context, args: argparse.Namespace) -> int:
-        raise UsageError(f"{what} needs {HTTP_NEEDED}: the beanstalk protocol cannot list or move jobs")
-    return handler
+def _bulk_options(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument("--state", choices=STATES, required=True)
+    many = p.add_mutually_exclusive_group()
+    many.add_argument("--limit", type=_u32, metavar="N", help=f"{verb} at most N jobs")
+    many.add_argument("--all", action="store_true", help=f"{verb} every job in that state (the default)")
+    p.add_argument("--dry-run", action="store_true", help=f"only count the jobs it would {verb}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--addr", metavar="HOST:PORT", help="the daemon's TCP address (default 127.0.0.1:11300)")
     where.add_argument("--unix", metavar="PATH", help="the daemon's unix socket")
-    where.add_argument("--url", metavar="URL", help="the daemon's HTTP API (not available in this version)")
+    parser.add_argument("--url", metavar="URL",
+                        help="the daemon's HTTP API (its --http): http://HOST:PORT, https://... or unix:PATH; "
+                        "used by jobs, move, clear and export")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token-file", metavar="FILE",
+                       help="a file (mode 600) holding the bearer token for --url")
+    token.add_argument("--token", metavar="TOKEN",
+                       help=f"the bearer token for --url (seen by ps: prefer --token-file or ${ENV_TOKEN})")
     parser.add_argument("--timeout", type=_seconds, default=5.0, metavar="SECONDS",
                         help="for connecting and for each reply (default 5)")
     parser.add_argument("--json", action="store_true", dest="json_global",
@@ -167,25 +180,37 @@ def build_parser() -> argparse.ArgumentParser:
             "beanstalkd. From then on puts answer DRAINING; it cannot be undone but by a restart.")
 
     p = command("clear", cmd_clear, "delete the ready, delayed or buried jobs of a tube",
-                description="Peeks and deletes, one job after another, at most the number of jobs "
-                "in that state when it started (or --limit). Reserved jobs are never touched. A progress "
-                "bar is drawn on stderr when it is a terminal.")
+                description="With --url, one call of the daemon's clear endpoint. Otherwise peeks and "
+                "deletes over the beanstalk protocol, one job after another, at most the number of jobs "
+                "in that state when it started (or --limit), with a progress bar on stderr when it is a "
+                "terminal. Reserved jobs are never touched.")
     p.add_argument("tube", type=_tube, metavar="TUBE")
-    p.add_argument("--state", choices=STATES, required=True)
-    p.add_argument("--limit", type=_u32, metavar="N", help="delete at most N jobs")
+    _bulk_options(p, "delete")
 
-    p = command("jobs", _needs_http("jobs"), "list a tube's jobs (needs the HTTP API: --url)")
+    p = command("jobs", cmd_jobs, "list a tube's jobs in serving order (needs --url)", json=True,
+                description="A table of the tube's jobs in one state, in the order the queue serves them: "
+                "id, priority, age, time left (delayed or reserved), size and the start of the body. "
+                "--json prints the API's JSON, one job a line. Needs the daemon's HTTP API (--url).")
     p.add_argument("tube", type=_tube, metavar="TUBE")
-    p.add_argument("--state", choices=STATES + ("reserved",))
-    p = command("move", _needs_http("move"), "move jobs between tubes (needs the HTTP API: --url)")
+    p.add_argument("--state", choices=STATES + ("reserved",), default="ready", help="(default ready)")
+    p.add_argument("--limit", type=_positive, metavar="N", help=f"list at most N jobs (default {DEFAULT_JOBS})")
+    p.add_argument("--page", type=_positive, default=MAX_PAGE, metavar="N",
+                   help=f"jobs asked for per request (default and most {MAX_PAGE})")
+
+    p = command("move", cmd_move, "move a tube's jobs in one state to another tube (needs --url)",
+                description="One call of the daemon's move endpoint: the jobs keep their state, priority "
+                "and time left. Reserved jobs are never moved. Needs the daemon's HTTP API (--url).")
     p.add_argument("source", type=_tube, metavar="FROM")
     p.add_argument("target", type=_tube, metavar="TO")
+    _bulk_options(p, "move")
 
-    p = command("export", cmd_export, "every job as JSON lines, read from a binlog directory",
-                description="Writes one JSON object per job: id, tube, state, pri, delay (seconds "
+    p = command("export", cmd_export, "every job as JSON lines, from a binlog directory or the HTTP API",
+                description="Writes one JSON object per job, by id: id, tube, state, pri, delay (seconds "
                 "left for delayed jobs), ttr, body (base64 with body_b64 when not UTF-8). --binlog DIR "
                 "reads a beanstalk-py (or beanstalkd) binlog directory, files only: a running daemon "
-                "keeps its lock. Reserved jobs are exported as ready, as a restart would bring them back.")
+                "keeps its lock. Otherwise --url asks the daemon's HTTP API for every job (a body over "
+                "64 KiB is read with peek on --addr/--unix). Reserved jobs are exported as ready, as a "
+                "restart would bring them back.")
     p.add_argument("file", metavar="FILE", help="where to write; - for stdout")
     p.add_argument("--binlog", metavar="DIR", help="the daemon's -b directory")
     p = command("import", cmd_import, "put every job of a JSON lines file (as written by export)",
@@ -198,11 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: list[str]) -> tuple[Context, argparse.Namespace]:
     """SystemExit (argparse's) for bad arguments and --help; UsageError for the rest."""
     args = build_parser().parse_args(argv)
-    if args.url is not None:
-        raise UsageError(f"--url {args.url}: the daemon's HTTP API is not available in this version of "
-                         "beanstalk-py; use --addr or --unix (the beanstalk protocol)")
     address = args.unix if args.unix is not None else parse_addr(args.addr or "")
-    ctx = Context(address, args.timeout, bool(args.json_global or getattr(args, "json", False)))
+    endpoint = parse_url(args.url) if args.url is not None else None
+    token = args.token
+    if args.token_file is not None:
+        token = read_token_file(args.token_file)
+    if endpoint is None and token is not None:
+        raise UsageError("--token and --token-file go with --url (the HTTP API)")
+    if endpoint is not None and token is None:
+        token = os.environ.get(ENV_TOKEN) or None
+    if token is not None and (not token.isprintable() or " " in token):
+        raise UsageError("the token holds spaces or control characters")
+    ctx = Context(address, args.timeout, bool(args.json_global or getattr(args, "json", False)),
+                  endpoint=endpoint, token=token, address_given=args.addr is not None or args.unix is not None)
     return ctx, args
 
 

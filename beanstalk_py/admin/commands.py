@@ -1,5 +1,6 @@
-"""The one-shot admin commands: each talks the beanstalk protocol and nothing
-else, so every one of them works against beanstalkd 1.12 as well.
+"""The one-shot admin commands.  Most talk the beanstalk protocol and nothing
+else, so they work against beanstalkd 1.12 as well; ``jobs``, ``move`` and
+``clear`` with ``--url`` use the daemon's HTTP API (:mod:`.api`) instead.
 
 Each command takes the :class:`Context` and its parsed arguments, writes its
 result on stdout and returns an exit code; failures raise
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from .api import Api, Endpoint, tube_path
 from .client import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -26,20 +28,25 @@ from .client import (
     Address,
     Client,
     NotFound,
+    ServerError,
+    UsageError,
     check_tube,
 )
 from .render import (
+    JOB_COLUMNS,
     JOB_TEXT,
     STATS_TEXT,
     TUBE_COLUMNS,
     TUBE_TEXT,
     body_fields,
+    job_cells,
     own_share,
     table,
     typed,
 )
 
 STATES = ("ready", "delayed", "buried")
+DEFAULT_JOBS = 100  # jobs listed without --limit
 # What /proc/PID/cmdline must show before `drain` signals a process.
 DAEMON_NAMES = frozenset({"beanstalkd", "beanstalk-py"})
 
@@ -51,9 +58,22 @@ class Context:
     address: Address
     timeout: float = 5.0
     json: bool = False
+    endpoint: Optional[Endpoint] = None  # --url
+    token: Optional[str] = None
+    address_given: bool = False  # --addr or --unix, not the default
 
     def client(self) -> Client:
         return Client(self.address, self.timeout).connect()
+
+    def api(self, what: str) -> Api:
+        """The HTTP API client, or the usage error that ``what`` needs --url."""
+        if self.endpoint is None:
+            raise UsageError(f"{what} needs {HTTP_NEEDED}")
+        return Api(self.endpoint, self.token, self.timeout)
+
+
+HTTP_NEEDED = ("the daemon's HTTP listener: give --url URL (its --http address, http://HOST:PORT or "
+               "unix:PATH); the beanstalk protocol cannot list or move jobs")
 
 
 def emit(text: str) -> None:
@@ -314,7 +334,85 @@ class Progress:
         sys.stderr.flush()
 
 
+def _bulk_body(args: argparse.Namespace) -> dict[str, object]:
+    body: dict[str, object] = {"state": args.state, "dry_run": bool(args.dry_run)}
+    if args.limit is None:
+        body["all"] = True
+    else:
+        body["count"] = args.limit
+    return body
+
+
+def _jobs_word(count: int, state: str) -> str:
+    return f"{count} {state} jobs"
+
+
 def cmd_clear(ctx: Context, args: argparse.Namespace) -> int:
+    """With --url, one call of the clear endpoint; else over the protocol."""
+    if ctx.endpoint is None:
+        return clear_by_protocol(ctx, args)
+    with ctx.api("clear") as api:
+        if args.limit == 0:
+            api.get(tube_path(args.tube))  # 404 for an unknown tube, as the server would
+            count = 0
+        else:
+            count = _count_of(api.post(tube_path(args.tube, "clear"), _bulk_body(args)), api.where)
+    if args.dry_run:
+        emit(f"would delete {_jobs_word(count, args.state)} from tube {args.tube} (dry run)")
+    else:
+        emit(f"deleted {_jobs_word(count, args.state)} from tube {args.tube}")
+    return EXIT_OK
+
+
+def _count_of(answer: object, where: str) -> int:
+    count = answer.get("count") if isinstance(answer, dict) else None
+    if not isinstance(count, int):
+        raise ServerError(f"{where}: the answer has no count")
+    return count
+
+
+def cmd_move(ctx: Context, args: argparse.Namespace) -> int:
+    if args.source == args.target:
+        raise UsageError(f"move: FROM and TO are the same tube ({args.source})")
+    with ctx.api("move") as api:
+        if args.limit == 0:
+            api.get(tube_path(args.source))
+            count = 0
+        else:
+            body = {**_bulk_body(args), "to": args.target}
+            count = _count_of(api.post(tube_path(args.source, "move"), body), api.where)
+    what = f"{_jobs_word(count, args.state)} from tube {args.source} to tube {args.target}"
+    emit(f"would move {what} (dry run)" if args.dry_run else f"moved {what}")
+    return EXIT_OK
+
+
+def cmd_jobs(ctx: Context, args: argparse.Namespace) -> int:
+    """A tube's jobs in serving order, a page after another up to --limit."""
+    state = args.state or "ready"
+    limit = DEFAULT_JOBS if args.limit is None else args.limit
+    rows: list[tuple[str, dict[str, str]]] = []
+    more = False
+    with ctx.api("jobs") as api:
+        # One more than asked, to say whether more are left.
+        for job in api.jobs(args.tube, state, limit + 1, args.page):
+            if len(rows) == limit:
+                more = True
+                break
+            if ctx.json:
+                print(json.dumps(job, ensure_ascii=False), file=sys.stdout)
+            rows.append((str(job["id"]), job_cells(job)))
+    if not ctx.json and rows:
+        for line in table(JOB_COLUMNS, rows):
+            emit(line)
+    if not rows:
+        note(f"no {state} jobs in tube {args.tube}")
+    elif more:
+        sys.stdout.flush()
+        note(f"more {state} jobs in tube {args.tube} than the {limit} shown (--limit N)")
+    return EXIT_OK
+
+
+def clear_by_protocol(ctx: Context, args: argparse.Namespace) -> int:
     """peek-STATE then delete, again and again: reserved jobs are never seen by
     a peek, so never deleted.  Bounded by the jobs in that state when it
     started (or --limit), so producers cannot keep it running."""
@@ -323,6 +421,9 @@ def cmd_clear(ctx: Context, args: argparse.Namespace) -> int:
         stats = need_tube(client, args.tube)
         present = int(stats.get(f"current-jobs-{state}", "0"))
         bound = present if args.limit is None else min(present, args.limit)
+        if args.dry_run:
+            emit(f"would delete {_jobs_word(bound, state)} from tube {args.tube} (dry run)")
+            return EXIT_OK
         client.use(args.tube)
         progress = Progress(bound, f"clearing {state} jobs of {args.tube}")
         deleted = 0

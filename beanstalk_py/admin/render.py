@@ -1,4 +1,4 @@
-"""Turning replies into output: typed JSON values, job bodies, the tubes table.
+"""Turning replies into output: typed JSON values, job bodies, the tubes and jobs tables.
 
 Shared by the one-shot commands and ``top``, so both show a tube the same way.
 """
@@ -6,6 +6,7 @@ Shared by the one-shot commands and ``top``, so both show a tube the same way.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
@@ -137,3 +138,39 @@ def table(columns: list[Column], rows: list[tuple[str, dict[str, str]]], width: 
         line = "  ".join(parts).rstrip()
         out.append(line[:width] if width is not None else line)
     return out
+
+
+# ---------------------------------------------------------------------- the jobs table
+
+PREVIEW_CHARS = 60  # of a body preview in the jobs table
+
+
+def preview_cell(job: dict[str, object]) -> str:
+    """A job list's body preview on one line: text with control characters
+    escaped (as JSON escapes them), ``hex:`` and hex digits when not UTF-8,
+    ``...`` when the body goes on."""
+    text = str(job.get("preview", ""))
+    if job.get("preview_encoding") == "hex":
+        shown, complete = "hex:" + text, len(text) // 2 == job.get("size")
+    else:
+        shown, complete = json.dumps(text, ensure_ascii=False)[1:-1], len(text.encode()) == job.get("size")
+    if len(shown) > PREVIEW_CHARS:
+        shown, complete = shown[:PREVIEW_CHARS], False
+    return shown if complete else shown + "..."
+
+
+def job_cells(job: dict[str, object]) -> dict[str, str]:
+    """The cells of one job of ``/api/v1/tubes/{tube}/jobs`` for :data:`JOB_COLUMNS`."""
+    return {"id": str(job.get("id", "?")), "pri": str(job.get("pri", "?")), "age": str(job.get("age", "?")),
+            "time-left": str(job.get("time-left", "?")), "size": str(job.get("size", "?")),
+            "body": preview_cell(job)}
+
+
+JOB_COLUMNS = [
+    Column("ID", _field("id")),
+    Column("PRI", _field("pri")),
+    Column("AGE", _field("age")),
+    Column("TIME-LEFT", _field("time-left")),
+    Column("SIZE", _field("size")),
+    Column("BODY", _field("body"), left=True),
+]

@@ -1,5 +1,6 @@
-"""Moving queues: ``export --binlog`` reads a binlog directory, ``import`` puts
-jobs back, both as JSON lines, one job a line::
+"""Moving queues: ``export`` reads a binlog directory (``--binlog``) or asks the
+daemon's HTTP API (``--url``), ``import`` puts jobs back, both as JSON lines,
+one job a line::
 
     {"id": 7, "tube": "mail", "state": "delayed", "pri": 1024, "delay": 58, "ttr": 60, "body": "..."}
 
@@ -11,13 +12,21 @@ daemon uses at start-up (:mod:`beanstalk_py.binlog`), and never opens
 ``DIR/lock``: a daemon running on the directory keeps its lock and is not
 disturbed.  What it sees is a prefix of the log (the records written before
 each file was read); a file the daemon removes meanwhile (compaction) makes it
-read the directory again.  The import uses plain puts, so it works against any
+read the directory again.
+
+Over the HTTP API the export pages every tube in every state (the ids
+only), then asks ``/api/v1/jobs/{id}`` for each job's fields and whole body
+and writes what the binlog export would.  A body over the API's 64 KiB is
+read with ``peek`` on ``--addr``/``--unix``, once that daemon is known to be
+the same one (the ``id`` of ``stats``).  The import uses plain puts, so it works against any
 beanstalkd 1.12 server.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import os
 import re
@@ -29,8 +38,9 @@ from typing import Iterable, NamedTuple, Optional
 from ..binlog.format import FILE_PREFIX, NS, VERSION, JobRecord, Replay, replay_own
 from ..binlog.migrate import V7_PREFIX, replay_v7
 from ..store import BURIED, DELAYED, READY, RESERVED
-from .client import EXIT_OK, MAX_PRI, AdminError, Client, ServerError, UsageError, check_tube
-from .commands import Context, emit, note
+from .api import Api
+from .client import EXIT_OK, MAX_PRI, AdminError, Client, NotFound, ServerError, UsageError, check_tube
+from .commands import Context, Progress, emit, note
 from .render import body_fields, decode_body
 
 _NUMBERED = re.compile(r"[0-9]+")
@@ -113,29 +123,133 @@ def export_record(rec: JobRecord, now_wall_ns: int) -> dict[str, object]:
 
 
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
-    if args.binlog is None:
-        raise UsageError("export needs --binlog DIR (the daemon's binlog directory, read without "
-                         "disturbing it), or the daemon's HTTP API (--url), which this version does not have")
-    records, problems = read_binlog(args.binlog)
-    for problem in problems:
-        note(f"warning: {problem}")
-    now = time.time_ns()
-    lines = [json.dumps(export_record(rec, now), ensure_ascii=False) + "\n" for rec in records]
-    data = "".join(lines).encode("utf-8")
-    counts = _count(str(export_record(rec, now)["state"]) for rec in records)
+    if args.binlog is not None:
+        source = args.binlog
+        found, problems = read_binlog(args.binlog)
+        for problem in problems:
+            note(f"warning: {problem}")
+        now = time.time_ns()
+        records = [export_record(rec, now) for rec in found]
+    elif ctx.endpoint is not None:
+        source = ctx.endpoint.text
+        records = export_api(ctx)
+    else:
+        raise UsageError("export needs --binlog DIR (the daemon's binlog directory, read without disturbing "
+                         "it) or --url URL (the daemon's HTTP listener, its --http address)")
+    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+    counts = _count(str(record["state"]) for record in records)
     if args.file == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-        note(f"exported {len(records)} jobs ({counts}) from {args.binlog}")
+        note(f"exported {len(records)} jobs ({counts}) from {source}")
     else:
         try:
             with open(args.file, "wb") as fh:
                 fh.write(data)
         except OSError as exc:
             raise UsageError(f"cannot write {args.file}: {exc.strerror}") from None
-        emit(f"exported {len(records)} jobs ({counts}) from {args.binlog} to {args.file}")
+        emit(f"exported {len(records)} jobs ({counts}) from {source} to {args.file}")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- export over HTTP
+
+EXPORT_STATES = (READY, DELAYED, BURIED, RESERVED)
+
+
+def api_record(job: dict[str, object], body: bytes) -> dict[str, object]:
+    """A job of ``/api/v1/jobs/{id}`` as :func:`export_record` writes it from a
+    binlog: reserved as ready; ``delay`` rounded up (stats-job's ``time-left``
+    is whole seconds, cut: the job waits at least that plus a fraction)."""
+    state, delay = str(job["state"]), 0
+    if state == RESERVED:
+        state = READY
+    elif state == DELAYED:
+        left = job.get("time-left")
+        delay = (left if isinstance(left, int) and left > 0 else 0) + 1
+    return {"id": job["id"], "tube": job["tube"], "state": state, "pri": job["pri"], "delay": delay,
+            "ttr": job["ttr"], **body_fields(body)}
+
+
+def api_body(job: dict[str, object]) -> Optional[bytes]:
+    """The whole body of ``/api/v1/jobs/{id}``, None when the API cut it."""
+    text = job.get("body")
+    if not isinstance(text, str):
+        raise ServerError(f"job {job.get('id')}: the answer has no body")
+    if job.get("truncated") is True:
+        return None
+    if job.get("encoding") == "base64":
+        try:
+            return base64.b64decode(text.encode("ascii"), validate=True)
+        except (ValueError, binascii.Error):
+            raise ServerError(f"job {job.get('id')}: the body is not valid base64") from None
+    return text.encode("utf-8")
+
+
+class _Peeker:
+    """Bodies over the API's cap, read with ``peek`` from ``--addr``/``--unix``,
+    once that daemon is known to be the one behind ``--url``."""
+
+    def __init__(self, ctx: Context, api: Api) -> None:
+        self.ctx = ctx
+        self.api = api
+        self.client: Optional[Client] = None
+
+    def body(self, job_id: int, size: object) -> Optional[bytes]:
+        if not self.ctx.address_given:
+            raise UsageError(f"job {job_id} has a body of {size} bytes, more than the HTTP API gives (64 KiB): "
+                             "give --addr or --unix too (such bodies are then read with peek), or use "
+                             "export --binlog DIR")
+        if self.client is None:
+            self.client = self.ctx.client()
+            theirs = self.api.get("/api/v1/stats")
+            ours = self.client.stats()
+            if not isinstance(theirs, dict) or str(theirs.get("id")) != ours.get("id"):
+                raise UsageError(f"{self.client.where} is not the daemon behind {self.api.where} (their stats "
+                                 "ids differ): give the --addr of the same daemon")
+        found = self.client.peek(f"peek {job_id}")
+        return None if found is None else found[1]
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def export_api(ctx: Context) -> list[dict[str, object]]:
+    """Every job the HTTP API shows, by id.  Not a snapshot of a busy queue:
+    a job that changes tube or state while the pages are read may be missed,
+    and one deleted before its turn is left out."""
+    records: list[dict[str, object]] = []
+    with ctx.api("export") as api:
+        ids: set[int] = set()
+        for tube in api.tube_names():
+            for state in EXPORT_STATES:
+                try:
+                    ids.update(job["id"] for job in api.jobs(tube, state))
+                except NotFound:
+                    break  # the tube went away (its last job deleted) meanwhile
+        progress = Progress(len(ids), "exporting")
+        peeker = _Peeker(ctx, api)
+        try:
+            for done, job_id in enumerate(sorted(ids), 1):
+                try:
+                    job = api.get(f"/api/v1/jobs/{job_id}")
+                except NotFound:
+                    continue  # deleted meanwhile
+                if not isinstance(job, dict) or not all(key in job for key in ("state", "tube", "pri", "ttr")):
+                    raise ServerError(f"{api.where}: job {job_id}: the answer lacks stats-job fields")
+                body = api_body(job)
+                if body is None:
+                    body = peeker.body(job_id, job.get("size"))
+                    if body is None:
+                        continue
+                records.append(api_record(job, body))
+                progress.update(done)
+            progress.update(len(ids), final=True)
+        finally:
+            peeker.close()
+    return records
 
 
 def _count(states: Iterable[str]) -> str:
