@@ -22,6 +22,7 @@ from beanstalk_py.engine import Engine
 from beanstalk_py.notify import Notifier, status_line
 from beanstalk_py.stats import ServerInfo
 from conftest import Daemon, beanstalk_py_argv, free_port
+from test_server import ask
 
 WATCHDOG_USEC = 400_000  # pings due every 200 ms
 
@@ -114,19 +115,6 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
     if proc.stderr is not None:
         proc.stderr.close()
-
-
-def ask(sock: socket.socket, data: bytes, until: bytes = b"\r\n", limit: float = 5.0) -> bytes:
-    sock.sendall(data)
-    buf = b""
-    deadline = time.monotonic() + limit
-    while not buf.endswith(until):
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
 
 
 def connect(port: int) -> socket.socket:

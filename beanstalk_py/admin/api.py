@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import ssl
-import stat
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 from urllib.parse import quote, urlencode, urlsplit
 
+from ..private_file import PrivateFileError, read_private_file
 from .client import AdminError, CannotConnect, NotFound, ServerError, UsageError
 
 ENV_TOKEN = "BEANSTALK_PY_TOKEN"
@@ -79,20 +78,9 @@ def read_token_file(path: str) -> str:
     """The token alone on the first line that is not blank or a ``#`` comment;
     the file must be readable by its owner only (chmod 600), as the daemon's."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise UsageError(f"--token-file {path}: {exc.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise UsageError(f"--token-file {path}: not a regular file")
-        if mode & 0o077:
-            raise UsageError(f"--token-file {path}: group or others may read or write it "
-                             f"(mode {stat.S_IMODE(mode):04o}); chmod 600 {path}")
-        with os.fdopen(fd, "rb", closefd=False) as raw:
-            data = raw.read(65536)
-    finally:
-        os.close(fd)
+        data = read_private_file(path, "--token-file", 65536)
+    except PrivateFileError as exc:
+        raise UsageError(str(exc)) from None
     for line in data.decode("utf-8", "surrogateescape").splitlines():
         words = line.split()
         if not words or words[0].startswith("#"):

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import socket
-import stat
 from dataclasses import dataclass
 from typing import Optional
+
+from ..private_file import PrivateFileError, read_private_file
 
 VIEWER = "viewer"
 OPERATOR = "operator"
@@ -77,20 +77,9 @@ def load_tokens(path: str) -> Tokens:
     words, an unknown role, a short or repeated token, a file with no token.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise HttpConfigError(f"--http-tokens {path}: {exc.strerror}") from exc
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise HttpConfigError(f"--http-tokens {path}: not a regular file")
-        if mode & 0o077:
-            raise HttpConfigError(f"--http-tokens {path}: group or others may read or write it "
-                                  f"(mode {stat.S_IMODE(mode):04o}); chmod 600 {path}")
-        with os.fdopen(fd, "rb", closefd=False) as raw:
-            data = raw.read()
-    finally:
-        os.close(fd)
+        data = read_private_file(path, "--http-tokens")
+    except PrivateFileError as exc:
+        raise HttpConfigError(str(exc)) from exc
     principals: dict[bytes, Principal] = {}
     for number, line in enumerate(data.decode("utf-8", "surrogateescape").splitlines(), 1):
         words = line.split()
