@@ -18,11 +18,12 @@ class ListenError(Exception):
     """The listening socket could not be made; the message says why."""
 
 
-def inherited_socket(environ: Optional[dict] = None) -> Optional[socket.socket]:
-    """The socket systemd passed us (LISTEN_PID/LISTEN_FDS), as sd_listen_fds does.
+def inherited_sockets(environ: Optional[dict] = None) -> list[socket.socket]:
+    """The sockets systemd passed us (LISTEN_PID/LISTEN_FDS), as sd_listen_fds does.
 
-    The variables are removed so child processes do not inherit them.  Only the
-    first descriptor is used, like the reference.
+    The variables are removed so child processes do not inherit them.  Every
+    descriptor is served (beanstalkd uses only the first), so one socket unit
+    may carry a TCP and a unix address; an empty list when there are none.
     """
     env = os.environ if environ is None else environ
     pid = env.get("LISTEN_PID")
@@ -30,19 +31,21 @@ def inherited_socket(environ: Optional[dict] = None) -> Optional[socket.socket]:
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         env.pop(name, None)
     if not pid or not fds:
-        return None
+        return []
     try:
         if int(pid) != os.getpid() or int(fds) < 1:
-            return None
+            return []
+        count = int(fds)
     except ValueError:
-        return None
-    if int(fds) > 1:
-        warn("inherited more than one listen socket; ignoring all but the first")
-    fd = SD_LISTEN_FDS_START
+        return []
+    return [_inherited(fd) for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)]
+
+
+def _inherited(fd: int) -> socket.socket:
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise ListenError("inherited fd is not a TCP or UNIX listening socket") from exc
+        raise ListenError(f"inherited fd {fd} is not a TCP or UNIX listening socket") from exc
     ok = (
         sock.type == socket.SOCK_STREAM
         and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
@@ -50,7 +53,7 @@ def inherited_socket(environ: Optional[dict] = None) -> Optional[socket.socket]:
     )
     if not ok:
         sock.detach()
-        raise ListenError("inherited fd is not a TCP or UNIX listening socket")
+        raise ListenError(f"inherited fd {fd} is not a TCP or UNIX listening socket")
     sock.setblocking(False)
     return sock
 

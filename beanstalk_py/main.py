@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .listen import ListenError, describe, inherited_socket, make_listener, split_host_port
+from .listen import ListenError, describe, inherited_sockets, make_listener, split_host_port
 from .log import warn
 from .notify import Notifier
 from .options import DEFAULT_ADDR, Options, UsageExit, parse_args
@@ -90,32 +90,33 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         return admin_main(args[1:])
     try:
-        inherited = inherited_socket()
+        inherited = inherited_sockets()
     except ListenError as exc:
         warn(str(exc))
         return EXIT_LISTEN
     try:
-        opts = parse_args(args, inherited_socket=inherited is not None)
+        opts = parse_args(args, inherited_socket=bool(inherited))
     except UsageExit as exc:
         return int(exc.code or 0)
     startup = Startup()
     startup.install_signal_handlers()
     if opts.verbose:
         print(f"pid {os.getpid()}", flush=True)
-    if inherited is not None:
-        sock = inherited
+    if inherited:
+        socks = inherited
     else:
         try:
-            sock = make_listener(opts.addr, opts.port)
+            socks = [make_listener(opts.addr, opts.port)]
         except ListenError as exc:
             warn(str(exc))
             return EXIT_LISTEN
         if opts.addr is None:
-            warn(f"listening on {describe(sock)} (the default is {DEFAULT_ADDR}, not "
+            warn(f"listening on {describe(socks[0])} (the default is {DEFAULT_ADDR}, not "
                  "beanstalkd's 0.0.0.0; use -l 0.0.0.0 to accept remote clients)")
 
     if opts.verbose:
-        print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
+        for sock in socks:
+            print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
     tls_listeners = []
     if opts.tls_listen is not None:
         # Bound and the key read before privileges are dropped, as the plain port.
@@ -175,14 +176,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         if default_io_mode() == "epoll":
             from .epoll_loop import EpollLoop
 
-            epoll = EpollLoop(dispatcher, [sock], now_ns)
+            epoll = EpollLoop(dispatcher, socks, now_ns)
             if not opts.user:
                 startup.serve_while_importing(epoll, ["trio", "beanstalk_py.server"])
         import trio
 
         from .server import Server
 
-        server = Server(dispatcher, epoll=epoll, stream_listeners=[] if epoll else [sock],
+        server = Server(dispatcher, epoll=epoll, stream_listeners=[] if epoll else socks,
                         tls_listeners=tls_listeners, tls_handshake_timeout=opts.tls_handshake_timeout,
                         stop_requested=lambda: startup.stop, notifier=notifier, http=http_listener)
         tune_gc()

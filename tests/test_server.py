@@ -210,6 +210,51 @@ def test_systemd_socket_activation() -> None:
     assert b"inherited listen fd; ignoring option: -p 1" in err
 
 
+@pytest.mark.parametrize("io_mode", ["epoll", "tasks"])
+def test_every_inherited_socket_is_served(io_mode: str, tmp_path) -> None:
+    """A socket unit with a TCP and a unix address: both are served (beanstalkd serves the first)."""
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(16)
+    path = str(tmp_path / "q.sock")
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(path)
+    unix.listen(16)
+    a, b = tcp.fileno(), unix.fileno()
+
+    def move_to_fds_3_and_4() -> None:
+        os.dup2(a, 3)
+        os.dup2(b, 4)
+        os.set_inheritable(3, True)
+        os.set_inheritable(4, True)
+
+    script = f'export LISTEN_PID=$$ LISTEN_FDS=2; exec "{sys.executable}" -m beanstalk_py'
+    proc = subprocess.Popen(["sh", "-c", script], preexec_fn=move_to_fds_3_and_4, pass_fds=(a, b, 3, 4),
+                            stderr=subprocess.PIPE, env=dict(os.environ, BEANSTALK_PY_IO=io_mode))
+    port = tcp.getsockname()[1]
+    tcp.close()
+    unix.close()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                over_tcp = Daemon([], port=port).connect()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        over_unix = Daemon([], unix_path=path).connect()
+        with over_tcp, over_unix:
+            assert ask(over_tcp, b"put 0 0 60 3\r\ntcp\r\n") == b"INSERTED 1\r\n"
+            assert ask(over_unix, b"reserve\r\n", until=b"tcp\r\n") == b"RESERVED 1 3\r\ntcp\r\n"
+            assert ask(over_tcp, b"stats\r\n", until=b"\n\r\n").count(b"current-connections: 2\n") == 1
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert b"ignoring all but the first" not in err
+
+
 def test_verbose_logs_connections() -> None:
     daemon = start_beanstalk_py("-V")
     try:
