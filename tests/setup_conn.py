@@ -1,8 +1,24 @@
-"""Setting up queue state for the admin tests over a raw protocol connection."""
+"""What the admin tests share: the two servers to run against, and a raw
+protocol connection that sets up queue state."""
 
 from __future__ import annotations
 
-from conftest import Daemon
+from typing import Callable, Iterator
+
+import pytest
+
+from conftest import Daemon, start_beanstalk_py, start_reference
+
+STARTERS: dict[str, Callable[..., Daemon]] = {"beanstalk-py": start_beanstalk_py, "beanstalkd": start_reference}
+
+
+@pytest.fixture(params=list(STARTERS))
+def daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    started = STARTERS[request.param]()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 class Conn:

@@ -14,17 +14,16 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import pytest
 
 from beanstalk_py.admin import main as admin_main
-from conftest import REFERENCE_BINARY, Daemon, free_port, start_beanstalk_py, start_reference
-from setup_conn import Conn
+from conftest import REFERENCE_BINARY, Daemon, free_port
+from setup_conn import Conn, daemon  # daemon: the fixture, run against both servers
 
 pytestmark = pytest.mark.daemon
 
-STARTERS: dict[str, Callable[..., Daemon]] = {"beanstalk-py": start_beanstalk_py, "beanstalkd": start_reference}
 
 
 def admin(daemon: Optional[Daemon], *args: str, stdin: bytes = b"", addr: Optional[str] = None
@@ -45,13 +44,6 @@ def err(result: subprocess.CompletedProcess) -> str:
     return result.stderr.decode()
 
 
-@pytest.fixture(params=list(STARTERS))
-def daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
-    started = STARTERS[request.param]()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture

@@ -10,25 +10,18 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
-from conftest import Daemon, start_beanstalk_py, start_reference
+from conftest import Daemon, start_beanstalk_py
+from setup_conn import daemon  # the fixture, run against both servers
 
 pytestmark = pytest.mark.daemon
 
 TMUX = shutil.which("tmux")
-STARTERS: dict[str, Callable[..., Daemon]] = {"beanstalk-py": start_beanstalk_py, "beanstalkd": start_reference}
 
 
-@pytest.fixture(params=list(STARTERS))
-def daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
-    started = STARTERS[request.param]()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def put_jobs(daemon: Daemon, tube: bytes, count: int) -> None:

@@ -11,16 +11,15 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from conftest import Daemon, free_port, start_beanstalk_py, start_reference
-from setup_conn import Conn
+from setup_conn import STARTERS, Conn
 
 pytestmark = pytest.mark.daemon
 
-STARTERS: dict[str, Callable[..., Daemon]] = {"beanstalk-py": start_beanstalk_py, "beanstalkd": start_reference}
 COUNTS = ("current-jobs-ready", "current-jobs-reserved", "current-jobs-delayed", "current-jobs-buried",
           "current-jobs-urgent", "total-jobs")
 

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..private_file import PrivateFileError, read_private_file
-from .client import AdminError, CannotConnect, NotFound, ServerError, UsageError
+from .client import AdminError, CannotConnect, NotFound, ServerError, UsageError, connect_unix
 
 ENV_TOKEN = "BEANSTALK_PY_TOKEN"
 MAX_PAGE = 500  # the server's largest page of jobs
@@ -102,14 +102,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.socket_path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = connect_unix(self.socket_path, self.timeout)
 
 
 def _reason(exc: BaseException) -> str:

@@ -140,6 +140,18 @@ class Reply:
         return self.line.decode("ascii", "replace")
 
 
+def connect_unix(path: str, timeout: Optional[float]) -> socket.socket:
+    """A connected unix stream socket with ``timeout`` (closed again if the connect fails)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Client:
     """One connection to a beanstalk server; every read and write has ``timeout``.
 
@@ -160,13 +172,7 @@ class Client:
     def connect(self) -> "Client":
         try:
             if isinstance(self.address, str):
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.timeout)
-                try:
-                    sock.connect(self.address)
-                except BaseException:
-                    sock.close()
-                    raise
+                sock = connect_unix(self.address, self.timeout)
             else:
                 sock = socket.create_connection(self.address, timeout=self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
