@@ -135,9 +135,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         # Bound and the tokens read before privileges are dropped, as the others.
         from .http.auth import HttpConfigError
         from .http.listener import make_http_listener
+        from .http.settings import HttpSettings
 
         try:
-            http_listener = make_http_listener(opts.http, opts.http_tokens)
+            http_listener = make_http_listener(HttpSettings.from_options(opts))
         except HttpConfigError as exc:
             warn(str(exc))
             return EXIT_HTTP

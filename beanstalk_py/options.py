@@ -27,6 +27,7 @@ DEFAULT_FSYNC_MS = 50
 DEFAULT_BINLOG_SIZE = 10485760
 EXIT_USAGE = 5
 DEFAULT_TLS_HANDSHAKE_S = 10.0
+DEFAULT_HTTP_MAX_CONNECTIONS = 256  # as beanstalkd-rs
 
 
 @dataclass
@@ -48,6 +49,13 @@ class Options:
     max_connections: int = 0  # 0: no limit, as in beanstalkd
     http: Optional[str] = None  # ADDR:PORT or unix:PATH of the operations plane
     http_tokens: Optional[str] = None  # the bearer-token file (needed off loopback)
+    http_cert: Optional[str] = None  # HTTPS: the certificate chain (PEM)
+    http_key: Optional[str] = None  # and its key
+    http_client_ca: Optional[str] = None  # set: HTTP clients need a certificate it signed
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    http_read_only: bool = False  # every requester is a viewer: no writes from API or console
+    http_status_secret: Optional[str] = None  # the HMAC key file of /status/{token} (off without it)
+    http_cors_origins: tuple[str, ...] = ("*",)  # origins /status answers with CORS
 
 
 class UsageExit(SystemExit):
@@ -84,6 +92,13 @@ Options:
                             there, or at unix:PATH; loopback or unix only without tokens
  --http-tokens FILE         bearer tokens for --http, "TOKEN ROLE" a line (ROLE viewer
                             or operator); the file must be mode 0600
+ --http-cert FILE           serve --http over HTTPS with this certificate chain (PEM)
+ --http-key FILE            its private key (PEM)
+ --http-client-ca FILE      require HTTP clients' certificates signed by these CAs
+ --http-max-connections N   HTTP connections at once (default {DEFAULT_HTTP_MAX_CONNECTIONS}); more wait
+ --http-read-only           no writes through the API or console, whatever the token
+ --http-status-secret FILE  serve /status/{{token}}, tokens signed with this key (mode 0600)
+ --http-cors-origins LIST   origins that may read /status, comma-separated (default *)
 
  {PROG} admin --help        the admin command line
 """
@@ -105,7 +120,9 @@ def _parse_size(text: str) -> int:
 
 
 _LONG = ("max-connections", "tls-listen", "tls-cert", "tls-key", "tls-client-ca", "tls-handshake-timeout",
-         "http", "http-tokens")
+         "http", "http-tokens", "http-cert", "http-key", "http-client-ca", "http-max-connections",
+         "http-read-only", "http-status-secret", "http-cors-origins")
+_FLAGS = ("http-read-only",)  # long options without a value
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^\[\]]*):[0-9]+")
 
 
@@ -130,6 +147,27 @@ def _parse_long(opts: Options, name: str, value: str) -> None:
         opts.http = value
     elif name == "http-tokens":
         opts.http_tokens = value
+    elif name == "http-cert":
+        opts.http_cert = value
+    elif name == "http-key":
+        opts.http_key = value
+    elif name == "http-client-ca":
+        opts.http_client_ca = value
+    elif name == "http-max-connections":
+        if not value.isdigit() or int(value) < 1:
+            warn(f"--http-max-connections needs a whole number of at least 1, not {value!r}")
+            _usage(EXIT_USAGE)
+        opts.http_max_connections = int(value)
+    elif name == "http-read-only":
+        opts.http_read_only = True
+    elif name == "http-status-secret":
+        opts.http_status_secret = value
+    elif name == "http-cors-origins":
+        origins = tuple(part.strip() for part in value.split(",") if part.strip())
+        if not origins:
+            warn("--http-cors-origins needs at least one origin (or *)")
+            _usage(EXIT_USAGE)
+        opts.http_cors_origins = origins
     else:  # tls-handshake-timeout
         try:
             opts.tls_handshake_timeout = float(value)
@@ -148,8 +186,18 @@ def _check(opts: Options) -> None:
     if opts.tls_listen is None and (opts.tls_cert or opts.tls_key or opts.tls_client_ca):
         warn("--tls-cert, --tls-key and --tls-client-ca need --tls-listen")
         _usage(EXIT_USAGE)
-    if opts.http_tokens is not None and opts.http is None:
-        warn("--http-tokens needs --http")
+    http_given = [name for name, value in (
+        ("--http-tokens", opts.http_tokens), ("--http-cert", opts.http_cert), ("--http-key", opts.http_key),
+        ("--http-client-ca", opts.http_client_ca), ("--http-status-secret", opts.http_status_secret),
+        ("--http-read-only", opts.http_read_only or None)) if value is not None]
+    if http_given and opts.http is None:
+        warn(f"{', '.join(http_given)} need{'s' if len(http_given) == 1 else ''} --http")
+        _usage(EXIT_USAGE)
+    if (opts.http_cert is None) != (opts.http_key is None):
+        warn("--http-cert and --http-key go together")
+        _usage(EXIT_USAGE)
+    if opts.http_client_ca is not None and opts.http_cert is None:
+        warn("--http-client-ca needs --http-cert and --http-key (client certificates need HTTPS)")
         _usage(EXIT_USAGE)
 
 
@@ -166,6 +214,12 @@ def parse_args(argv: list[str], inherited_socket: bool = False) -> Options:
             if name not in _LONG:
                 warn(f"unknown option: --{name}")
                 _usage(EXIT_USAGE)
+            if name in _FLAGS:
+                if eq:
+                    warn(f"--{name} takes no value")
+                    _usage(EXIT_USAGE)
+                _parse_long(opts, name, "")
+                continue
             if not eq:
                 if pos >= len(words):
                     warn(f"option requires an argument: --{name}")

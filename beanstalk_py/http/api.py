@@ -184,6 +184,10 @@ class Plane:
         self._metrics: Optional[tuple[int, str]] = None
         self.metrics_renders = 0  # how many times /metrics was rendered (the cache's tests)
 
+    async def background(self) -> None:
+        """The plane's own periodic work, run beside the listener until it stops."""
+        await trio.sleep_forever()
+
     # ------------------------------------------------------------------ health
 
     def ready(self) -> bool:

@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..metrics import CONTENT_TYPE
 from .api import ApiError, Plane, job_id, tube_name
-from .auth import Principal, Tokens, loopback_host
+from .auth import VIEWER, Principal, Tokens, loopback_host
+from .settings import HttpSettings
 
 MAX_BODY = 65536  # bytes of a POST body
 # Bulk writes at once (each yields between slices; more would only queue
@@ -53,11 +54,13 @@ def _error(status: int, message: str, headers: Optional[dict[str, str]] = None, 
 class Guard:
     """Who is asking, before any route: tokens (401), or the loopback rule's Host check."""
 
-    def __init__(self, app: ASGIApp, tokens: Optional[Tokens], local: Principal, check_host: bool) -> None:
+    def __init__(self, app: ASGIApp, tokens: Optional[Tokens], local: Principal, check_host: bool,
+                 read_only: bool = False) -> None:
         self.app = app
         self.tokens = tokens
         self.local = local
         self.check_host = check_host
+        self.read_only = read_only  # --http-read-only: every requester is a viewer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +79,8 @@ class Guard:
         elif self.check_host and not loopback_host(headers.get("host")):
             await _error(403, "without --http-tokens only loopback host names are served")(scope, receive, send)
             return
+        if self.read_only and principal is not None and principal.may_write:
+            principal = Principal(principal.who, VIEWER)
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
@@ -86,8 +91,10 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def make_app(plane: Plane, tokens: Optional[Tokens] = None, local: str = "loopback",
-             check_host: bool = True) -> ASGIApp:
-    """The ASGI app for one plane.  ``local`` names requesters when there are no tokens."""
+             check_host: bool = True, settings: Optional[HttpSettings] = None) -> ASGIApp:
+    """The ASGI app for one plane.  ``local`` names requesters when there are no tokens;
+    ``settings`` are the ``--http-*`` options (defaults when None, as in tests)."""
+    settings = settings or HttpSettings(spec="127.0.0.1:0")
     writers = trio.CapacityLimiter(WRITERS)
 
     def principal(request: Request) -> Principal:
@@ -97,6 +104,8 @@ def make_app(plane: Plane, tokens: Optional[Tokens] = None, local: str = "loopba
     async def write(request: Request, run: Callable[[Principal, dict[str, Any]], Awaitable[dict[str, Any]]]) -> Response:
         who = principal(request)
         if not who.may_write:
+            if settings.read_only:
+                return _error(403, "this server runs with --http-read-only: no writes over HTTP")
             return _error(403, f"{who.who} is a viewer; writes need an operator token")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             return _error(415, "send the body as Content-Type: application/json ({} for none)")
@@ -181,7 +190,7 @@ def make_app(plane: Plane, tokens: Optional[Tokens] = None, local: str = "loopba
     app = Starlette(routes=routes, exception_handlers={
         ApiError: api_error, HTTPException: http_error, Exception: internal_error,
     })
-    return Guard(app, tokens, Principal(local, "operator"), check_host)
+    return Guard(app, tokens, Principal(local, "operator"), check_host, settings.read_only)
 
 
 async def _read_body(request: Request) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ..listen import describe, split_host_port, tcp_listener, unix_listener
 from ..log import warn
 from . import MISSING_EXTRA, extra_installed
 from .auth import HttpConfigError, Tokens, check_bind, check_bound, load_tokens
+from .settings import HttpSettings
 
 if TYPE_CHECKING:  # trio is imported after start-up binds (see main.py)
     import trio
@@ -36,9 +37,10 @@ READ_TIMEOUT_S = 30.0  # no byte from a client for this long: closed
 class HttpListener:
     """A bound ``--http`` socket and its tokens, served by :meth:`run` once trio runs."""
 
-    def __init__(self, sock: socket.socket, tokens: Optional[Tokens]) -> None:
+    def __init__(self, sock: socket.socket, tokens: Optional[Tokens], settings: HttpSettings) -> None:
         self.sock = sock
         self.tokens = tokens
+        self.settings = settings
         self.unix = sock.family == socket.AF_UNIX
         self.address = describe(sock)
 
@@ -75,13 +77,17 @@ class HttpListener:
             config.include_server_header = False
             config.keep_alive_timeout = IDLE_TIMEOUT_S
             config.read_timeout = int(READ_TIMEOUT_S)
-            app = make_app(Plane(dispatcher), self.tokens, "unix socket" if self.unix else "loopback",
-                           check_host=not self.unix)
+            plane = Plane(dispatcher)
+            app = make_app(plane, self.tokens, "unix socket" if self.unix else "loopback",
+                           check_host=not self.unix, settings=self.settings)
             auth = f"{len(self.tokens)} bearer tokens" if self.tokens else "no tokens: loopback only"
             warn(f"http: serving on {self.address} ({auth})")
-            # Starlette's ASGI types are looser than hypercorn's: the same protocol.
-            await serve(cast(Framework, app), config, shutdown_trigger=trio.sleep_forever,
-                        task_status=_Status())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(plane.background)  # samples for rates; ends with the listener
+                # Starlette's ASGI types are looser than hypercorn's: the same protocol.
+                await serve(cast(Framework, app), config, shutdown_trigger=trio.sleep_forever,
+                            task_status=_Status())
+                nursery.cancel_scope.cancel()
         except Exception:
             warn(f"http: the listener on {self.address} stopped; the beanstalk port serves on:\n"
                  f"{traceback.format_exc()}")
@@ -96,7 +102,7 @@ def import_stack() -> None:
         importlib.import_module(name)
 
 
-def make_http_listener(spec: str, tokens_path: Optional[str]) -> HttpListener:
+def make_http_listener(settings: HttpSettings) -> HttpListener:
     """Bind ``--http ADDR:PORT`` or ``unix:PATH`` under the loopback rule.
 
     Raises :class:`HttpConfigError` (exit 2: the extra is missing, a bad token
@@ -104,9 +110,10 @@ def make_http_listener(spec: str, tokens_path: Optional[str]) -> HttpListener:
     """
     if not extra_installed():
         raise HttpConfigError(MISSING_EXTRA)
-    tokens = load_tokens(tokens_path) if tokens_path is not None else None
+    spec = settings.spec
+    tokens = load_tokens(settings.tokens_path) if settings.tokens_path is not None else None
     if spec.startswith("unix:"):
-        return HttpListener(unix_listener(spec[5:]), tokens)
+        return HttpListener(unix_listener(spec[5:]), tokens, settings)
     host, port = split_host_port(spec)
     if tokens is None:
         check_bind(host, port)
@@ -117,4 +124,4 @@ def make_http_listener(spec: str, tokens_path: Optional[str]) -> HttpListener:
         except HttpConfigError:
             sock.close()
             raise
-    return HttpListener(sock, tokens)
+    return HttpListener(sock, tokens, settings)
