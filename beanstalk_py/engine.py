@@ -29,7 +29,8 @@ job comes back ready after a restart.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import bisect
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Iterable, Optional, Protocol
 
 from sortedcontainers import SortedList
@@ -37,7 +38,8 @@ from sortedcontainers import SortedList
 from .job import BURIED, DELAYED, READY, RESERVED, URGENT_THRESHOLD, Job, ready_key
 from .session import MemorySession, Timer
 from .stats import COUNTED_COMMANDS, Kind, Stat, job_stats, tube_stats, wal_stats
-from .store import DEADLINE_SOON, NOT_IGNORED, TIMED_OUT, Completion, Cursor, Outcome, SessionOwner, Store
+from .store import (DEADLINE_SOON, DELETED, NOT_IGNORED, TIMED_OUT, WAIT_BUCKETS_NS, Completion, Cursor, Outcome,
+                    SessionOwner, Store, TubeInsight)
 from .swaplist import SwapList
 from .tube import Tube
 from .wal import NO_DURABILITY, Durability, WalError, WriteAheadLog
@@ -54,14 +56,28 @@ _T_DELAY, _T_TTR, _T_SOON, _T_TIMEOUT, _T_UNPAUSE = range(5)
 # optimum: the per-tube registration is cheaper for the usual 1-3 tubes.)
 WIDE_WATCH = 32
 
+# The oldest ready job of a tube is the first of one of its priority groups
+# (ids grow with put time): look at the first job of at most this many groups
+# (each O(log n)), then scan at most OLDEST_SCAN jobs; past both the age is a
+# lower bound.  A tube rarely has more than a handful of priorities.
+OLDEST_GROUPS = 64
+OLDEST_SCAN = 4096
+
 __all__ = ["DEADLINE_SOON", "NOT_IGNORED", "TIMED_OUT", "NS", "WIDE_WATCH", "Engine"]
 
 
 class Engine:
     """All queue state of one server: the in-memory :class:`~.store.Store`."""
 
-    def __init__(self, max_job_size: int = 65535) -> None:
+    def __init__(self, max_job_size: int = 65535, remember_deleted: int = 0) -> None:
         self.max_job_size = max_job_size
+        # Ids of the last ``remember_deleted`` deleted jobs, for job_state's
+        # "deleted" (the HTTP job-status widget); off (None) by default: about
+        # 80 bytes per id.
+        self._deleted_order: Optional[deque[int]] = deque() if remember_deleted > 0 else None
+        self._deleted: set[int] = set()
+        self._remember_deleted = remember_deleted
+        self.recovered_ct = 0  # jobs restored from the write-ahead log
         self.wal: Optional[WriteAheadLog] = None  # the write-ahead log (-b), or None
         self._durability: Durability = NO_DURABILITY
         self.jobs: dict[int, Job] = {}
@@ -380,6 +396,11 @@ class Engine:
         self.buried_ct -= 1
 
     def _reserve(self, client: MemorySession, job: Job, now: int) -> None:
+        tube = job.tube
+        tube.reserve_ct += 1
+        counts = job.counts
+        if counts is None or counts[0] == 0:
+            self._observe_wait(tube, job, now)
         job.state = RESERVED
         job.reserver = client
         job.reserve_ct += 1
@@ -388,6 +409,17 @@ class Engine:
         self.reserved_ct += 1
         client.reserved[job] = None
         job.timer = self._add_timer(job.deadline, _T_TTR, job)
+
+    @staticmethod
+    def _observe_wait(tube: Tube, job: Job, now: int) -> None:
+        """A first reserve: how long the job waited since it was due (put time
+        plus its put delay; a kick before that counts as no wait)."""
+        wait = max(0, now - job.created_at - job.delay * NS)
+        counts = tube.wait_counts
+        if counts is None:
+            counts = tube.wait_counts = [0] * (len(WAIT_BUCKETS_NS) + 1)
+        counts[bisect.bisect_left(WAIT_BUCKETS_NS, wait)] += 1
+        tube.wait_sum += wait
 
     def _unreserve(self, client: MemorySession, job: Job) -> None:
         del client.reserved[job]
@@ -621,7 +653,17 @@ class Engine:
             self._unqueue(job)
         job.tube.delete_ct += 1
         del self.jobs[job.id]
+        if self._deleted_order is not None:
+            self._remember(job.id)
         self._maybe_free(job.tube)
+
+    def _remember(self, job_id: int) -> None:
+        order = self._deleted_order
+        assert order is not None
+        order.append(job_id)
+        self._deleted.add(job_id)
+        if len(order) > self._remember_deleted:
+            self._deleted.discard(order.popleft())
 
     def release(self, session: MemorySession, job_id: int, pri: int, delay: int, now: int) -> bool:
         job = self._own_reserved(session, job_id)
@@ -847,26 +889,94 @@ class Engine:
         moved = 0
         try:
             while moved < limit and queue:
-                job = queue[0]
-                if self.wal is not None:
-                    self.wal.append_move(job, dest.name)  # WalError: stop, nothing half-moved
-                if state == DELAYED:
-                    tube.delayed.remove(job)
-                    job.tube = dest
-                    dest.delayed.add(job)
-                else:
-                    self._unqueue(job)
-                    job.tube = dest
-                    if state == READY:
-                        self._make_ready(job)
-                        self._dispatch(dest, now)
-                    else:
-                        self._make_buried(job)
+                self._move(queue[0], dest, now)  # WalError: stop, nothing half-moved
                 moved += 1
         finally:
             self._maybe_free(tube)
             self._maybe_free(dest)
         return moved
+
+    def _move(self, job: Job, dest: Tube, now: int) -> None:
+        """Log, then move one unreserved job to ``dest`` in its state."""
+        if self.wal is not None:
+            self.wal.append_move(job, dest.name)
+        state = job.state
+        if state == DELAYED:
+            job.tube.delayed.remove(job)
+            job.tube = dest
+            dest.delayed.add(job)
+        else:
+            self._unqueue(job)
+            job.tube = dest
+            if state == READY:
+                self._make_ready(job)
+                self._dispatch(dest, now)
+            else:
+                self._make_buried(job)
+
+    def move_job(self, job_id: int, target: bytes, now: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state == RESERVED or job.tube.name == target:
+            return False
+        source = job.tube
+        dest = self._find_or_make(target)
+        try:
+            self._move(job, dest, now)
+        finally:
+            self._maybe_free(source)
+            self._maybe_free(dest)
+        return True
+
+    def bury_job(self, job_id: int, now: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state not in (READY, DELAYED):
+            return False
+        if self.wal is not None:
+            self.wal.append_update(job, BURIED, bump="bury")  # WalError: unchanged
+        self._unqueue(job)
+        job.bury_ct += 1
+        self._make_buried(job)
+        return True
+
+    def reprioritize_job(self, job_id: int, pri: int, now: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state == RESERVED:
+            return False
+        if self.wal is not None:
+            self.wal.append_update(job, job.state, pri)  # WalError: unchanged
+        if job.state == READY:
+            self._remove_ready(job)
+            job.pri = pri
+            self._make_ready(job)
+            self._dispatch(job.tube, now)
+        else:
+            job.pri = pri  # delayed and buried order ignore the priority
+        return True
+
+    # ------------------------------------------------------------------ insight
+
+    def job_state(self, job_id: int) -> Optional[str]:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job.state
+        return DELETED if job_id in self._deleted else None
+
+    def tube_insight(self, name: bytes, now: int) -> Optional[TubeInsight]:
+        tube = self.tubes.get(name)
+        if tube is None:
+            return None
+        oldest = _oldest_ready(tube)
+        counts = tube.wait_counts or [0] * (len(WAIT_BUCKETS_NS) + 1)
+        return TubeInsight(
+            puts=tube.total_jobs_ct, reserves=tube.reserve_ct, deletes=tube.delete_ct,
+            oldest_ready_age_ns=None if oldest is None else max(0, now - oldest),
+            wait_counts=tuple(counts), wait_sum_ns=tube.wait_sum)
+
+    def tube_counters(self) -> list[tuple[bytes, int, int, int]]:
+        return [(tube.name, tube.total_jobs_ct, tube.reserve_ct, tube.delete_ct) for tube in self.tube_list.items]
+
+    def recovered_jobs(self) -> int:
+        return self.recovered_ct
 
     # ------------------------------------------------------------------ restart
 
@@ -891,6 +1001,7 @@ class Engine:
             job.file = rec.file
             job.wal_stamp = rec.stamp
             self.jobs[rec.id] = job
+            self.recovered_ct += 1
             if rec.state == BURIED:
                 self._make_buried(job)
             elif rec.state == DELAYED and rec.deadline > wall_now:
@@ -899,6 +1010,26 @@ class Engine:
                 self._make_ready(job)
         if next_id > self.next_id:
             self.next_id = next_id
+
+
+def _oldest_ready(tube: Tube) -> Optional[int]:
+    """The put time of the tube's oldest ready job (see OLDEST_GROUPS)."""
+    ready = tube.ready
+    if not ready:
+        return None
+    oldest = None
+    index = 0
+    for _ in range(OLDEST_GROUPS):
+        job = ready[index]
+        if oldest is None or job.created_at < oldest:
+            oldest = job.created_at
+        index = ready.bisect_key_left((job.pri + 1) << 64)
+        if index >= len(ready):
+            return oldest
+    for job in ready.islice(index, index + OLDEST_SCAN):
+        if job.created_at < oldest:
+            oldest = job.created_at
+    return oldest
 
 
 def _id_of(job: Job) -> int:

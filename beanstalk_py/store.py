@@ -28,6 +28,7 @@ faking a client or counting a connection.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Optional, Protocol, Sequence, TypeVar, Union
 
 if TYPE_CHECKING:
@@ -40,6 +41,27 @@ RESERVED = "reserved"
 BURIED = "buried"
 DELAYED = "delayed"
 STATES = (READY, RESERVED, BURIED, DELAYED)
+
+# job_state of a job deleted lately (kept only when the store remembers deletes).
+DELETED = "deleted"
+
+# Upper bounds (ns) of the put-to-reserve wait histogram's buckets; one more
+# bucket (+Inf) follows.  From 1 ms (a worker already waiting) to an hour.
+WAIT_BUCKETS_NS: tuple[int, ...] = tuple(int(s * 1e9) for s in (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
+
+
+@dataclass(frozen=True)
+class TubeInsight:
+    """What the operations plane shows of a tube beyond stats-tube."""
+
+    puts: int  # jobs put into the tube (stats-tube total-jobs)
+    reserves: int  # reserves of jobs in the tube
+    deletes: int  # deletes (stats-tube cmd-delete)
+    oldest_ready_age_ns: Optional[int]  # since the oldest ready job was put; None: none ready
+    wait_counts: tuple[int, ...]  # first reserves by wait since ready, per WAIT_BUCKETS_NS bucket and +Inf
+    wait_sum_ns: int  # the sum of those waits
+
 
 # Outcomes of a reserve other than a job.
 TIMED_OUT = "TIMED_OUT"
@@ -229,3 +251,26 @@ class Store(Protocol[S]):
 
     def move_jobs(self, source: bytes, target: bytes, state: str, limit: int, now: int) -> Answer[int]:
         """Move up to ``limit`` jobs in ``state`` (not reserved) to another tube."""
+
+    # job-addressed operations (no session; never a reserved job, whose holder owns it)
+    def move_job(self, job_id: int, target: bytes, now: int) -> Answer[bool]:
+        """Move one ready, delayed or buried job to another tube, keeping its id and state."""
+
+    def bury_job(self, job_id: int, now: int) -> Answer[bool]:
+        """Bury a ready or delayed job (counted in its buries, logged as bury)."""
+
+    def reprioritize_job(self, job_id: int, pri: int, now: int) -> Answer[bool]:
+        """Give a ready, delayed or buried job a new priority (logged)."""
+
+    # what the operations plane reads beyond the protocol's stats
+    def job_state(self, job_id: int) -> Answer[Optional[str]]:
+        """A job's state, :data:`DELETED` if it was deleted lately (when the
+        store remembers deletes), or None if unknown."""
+
+    def tube_insight(self, name: bytes, now: int) -> Answer[Optional[TubeInsight]]: ...
+
+    def tube_counters(self) -> Answer[list[tuple[bytes, int, int, int]]]:
+        """(name, puts, reserves, deletes) of every tube: what rates are made of."""
+
+    def recovered_jobs(self) -> Answer[int]:
+        """Jobs restored from the write-ahead log at start-up."""

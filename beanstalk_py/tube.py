@@ -39,6 +39,9 @@ class Tube:
         "unpause_at",
         "pause_timer",
         "index_key",
+        "reserve_ct",
+        "wait_counts",
+        "wait_sum",
     )
 
     def __init__(self, name: bytes) -> None:
@@ -59,6 +62,11 @@ class Tube:
         self.pause_timer: Optional["Timer"] = None
         # Key of this tube's head in the engine's index of reservable tubes.
         self.index_key: Optional[int] = None
+        # Not in stats-tube (whose fields are the reference's): the operations
+        # plane's rates and put-to-reserve wait histogram (store.TubeInsight).
+        self.reserve_ct = 0
+        self.wait_counts: Optional[list[int]] = None  # per WAIT_BUCKETS_NS bucket, +Inf last
+        self.wait_sum = 0  # ns
 
     def job_count(self) -> int:
         return len(self.ready) + len(self.delayed) + len(self.buried) + len(self.reserved)

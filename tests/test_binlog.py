@@ -920,6 +920,29 @@ def test_engine_move_is_logged(tmp_path: Path) -> None:
     assert {job.id: job.tube.name for job in again.engine.jobs.values()} == {1: b"b", 2: b"a"}
 
 
+def test_operator_job_changes_survive_a_crash(tmp_path: Path) -> None:
+    """move_job, bury_job and reprioritize_job are logged before they are made,
+    and a restart counts what it restored (recovered_jobs)."""
+    node = Node(tmp_path)
+    c = node.conn()
+    node.send(c, b"use a\r\n" + b"put 100 0 60 1\r\nx\r\n" * 4 + b"put 100 500 60 1\r\nd\r\n")
+    now = mono()
+    assert node.engine.move_job(1, b"b", now)
+    assert node.engine.bury_job(2, now)
+    assert node.engine.bury_job(5, now)  # a delayed one
+    assert node.engine.reprioritize_job(3, 7, now)
+    assert node.send(c, b"delete 4\r\n") == b"DELETED\r\n"
+    before = snapshot(node.engine)
+    node.crash()
+    again = Node(tmp_path)
+    assert snapshot(again.engine) == before
+    jobs = again.engine.jobs
+    assert (jobs[1].tube.name, jobs[1].state) == (b"b", READY)
+    assert (jobs[2].state, jobs[2].bury_ct, jobs[5].state) == (BURIED, 1, BURIED)
+    assert jobs[3].pri == 7
+    assert again.engine.recovered_jobs() == 4
+
+
 # --------------------------------------------------------------------- random operations
 
 
