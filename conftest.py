@@ -34,7 +34,10 @@ REFERENCE_BINARY = shutil.which("beanstalkd")
 # A plain `pytest` (what CI runs) still runs them all.
 DAEMON_FILES = {"test_server.py", "test_binlog_daemon.py", "test_notify.py", "test_admin.py",
                 "test_admin_transfer.py", "test_admin_top.py", "test_http.py", "test_http_security.py",
-                "test_http_load.py", "test_admin_http.py"}
+                "test_http_load.py", "test_admin_http.py", "test_console.py",
+                "test_console_browser.py", "test_http_tls.py", "test_http_replay.py",
+                # start a redis-server (tests/redis_rig.py)
+                "test_redis_functions.py", "test_redis_store.py", "test_redis_model.py"}
 BENCH_FILES = {"test_bench_smoke.py"}
 IO_FILES = {"test_binlog.py", "test_startup.py", "test_units.py"}
 SLOW_TESTS = {

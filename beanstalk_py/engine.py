@@ -551,7 +551,21 @@ class Engine:
         """Store a job in the session's used tube: its id, or 0 while draining."""
         if self._draining:
             return 0
-        tube = session.use
+        return self._put(session.use, job_id, pri, delay, ttr, body, now)
+
+    def put_job(self, name: bytes, pri: int, delay: int, ttr: int, body: bytes, now: int) -> int:
+        """An operator's put into tube ``name`` (no session, no connection counted)."""
+        if self._draining:
+            return 0
+        tube = self._find_or_make(name)
+        job_id = self.next_id
+        self.next_id = job_id + 1
+        try:
+            return self._put(tube, job_id, pri, delay, ttr, body + b"\r\n", now)
+        finally:
+            self._maybe_free(tube)  # a failed put into a new tube leaves no tube
+
+    def _put(self, tube: Tube, job_id: int, pri: int, delay: int, ttr: int, body: bytes, now: int) -> int:
         job = Job(job_id, pri, delay, max(ttr, 1), body, tube, now)
         if delay:
             job.state = DELAYED
@@ -860,6 +874,33 @@ class Engine:
             return jobs, (0, jobs[-1].id)
         return jobs, None
 
+    def search_jobs(self, name: bytes, state: str, needle: bytes, limit: int, scan: int,
+                    after: Optional[Cursor] = None) -> tuple[list[Job], Optional[Cursor], int]:
+        """Pages of :meth:`tube_jobs`, keeping the jobs whose body holds ``needle``."""
+        found: list[Job] = []
+        scanned = 0
+        cursor = after
+        while scanned < scan and len(found) < limit:
+            page, next_cursor = self.tube_jobs(name, state, min(_SEARCH_PAGE, scan - scanned), cursor)
+            for job in page:
+                scanned += 1
+                if job.body.find(needle, 0, len(job.body) - 2) >= 0:  # not the CRLF
+                    found.append(job)
+                    if len(found) == limit:
+                        break
+            else:
+                cursor = next_cursor
+                if cursor is None:
+                    return found, None, scanned
+                continue
+            # The page stopped at the limit-th match: go on after it, unless it was
+            # the last job of the last page.
+            last = found[-1]
+            if last is page[-1] and next_cursor is None:
+                return found, None, scanned
+            return found, _cursor_for(last, state), scanned
+        return found, cursor, scanned
+
     def clear_tube(self, name: bytes, state: str, limit: int) -> int:
         """Delete up to ``limit`` ready, delayed or buried jobs of a tube (logged, like delete)."""
         tube = self.tubes.get(name)
@@ -1030,6 +1071,18 @@ def _oldest_ready(tube: Tube) -> Optional[int]:
         if job.created_at < oldest:
             oldest = job.created_at
     return oldest
+
+
+_SEARCH_PAGE = 256  # jobs per tube_jobs page while searching
+
+
+def _cursor_for(job: Job, state: str) -> Cursor:
+    """The tube_jobs cursor of a page that ends at ``job``."""
+    if state == READY:
+        return _ready_cursor(job)
+    if state == RESERVED:
+        return (0, job.id)
+    return _delay_cursor(job) if state == DELAYED else _bury_cursor(job)
 
 
 def _id_of(job: Job) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pwd
@@ -152,7 +153,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .engine import Engine
     from .stats import ServerInfo
 
-    store = Engine(max_job_size=opts.max_job_size)
+    # With --http-status-secret, the last 65,536 deleted ids answer /status with "done".
+    store = Engine(max_job_size=opts.max_job_size, remember_deleted=65536 if opts.http_status_secret else 0)
     startup.attach(store)
     wal: Optional[Binlog] = None
     try:
@@ -170,7 +172,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         notifier = Notifier.from_environ()
         if opts.binlog_dir is not None:
             # As beanstalkd: after binding and dropping privileges, before serving.
-            wal = open_binlog(opts, store, notifier)
+            # Meanwhile a thread answers --http's probes (http/probe.py: no trio yet).
+            replaying = contextlib.nullcontext() if http_listener is None else http_listener.replay_probes()
+            with replaying:
+                wal = open_binlog(opts, store, notifier)
         info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
         dispatcher = Dispatcher(store, info, verbose=opts.verbose, max_connections=opts.max_connections)
         epoll = None

@@ -15,9 +15,13 @@ clients.  The tests check the text with prometheus_client's parser.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, Union
 
 from .stats import COUNTED_COMMANDS, Stat
+from .store import WAIT_BUCKETS_NS
+
+if TYPE_CHECKING:
+    from .store import TubeInsight
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_TUBE_SERIES = 1000
@@ -126,3 +130,41 @@ def render(
     out.extend(extra)
     out.append("")
     return "\n".join(out)
+
+
+def render_insight(
+    tubes: Sequence[tuple[bytes, "TubeInsight"]],
+    recovered: int,
+    http_responses: Mapping[int, int],
+) -> list[str]:
+    """The families beyond `stats` (so beyond beanstalkd-rs): the oldest ready
+    job's age and the put-to-reserve wait histogram per tube (beanstalkd #37),
+    jobs restored from the binlog (#590), and HTTP responses by status."""
+    out: list[str] = []
+    add = out.append
+    labels = [(_escape(name.decode("ascii", "replace")), insight) for name, insight in tubes]
+    add("# HELP beanstalkd_tube_oldest_ready_age_seconds Seconds since the oldest ready job of the tube "
+        "was put (0: none ready).")
+    add("# TYPE beanstalkd_tube_oldest_ready_age_seconds gauge")
+    for label, insight in labels:
+        age = insight.oldest_ready_age_ns or 0
+        add(f'beanstalkd_tube_oldest_ready_age_seconds{{tube="{label}"}} {age / 1e9:.3f}')
+    add("# HELP beanstalkd_tube_wait_seconds Time from a job being due (put plus its delay) to its "
+        "first reserve.")
+    add("# TYPE beanstalkd_tube_wait_seconds histogram")
+    bounds = [f"{bound / 1e9:g}" for bound in WAIT_BUCKETS_NS] + ["+Inf"]
+    for label, insight in labels:
+        total = 0
+        for bound, count in zip(bounds, insight.wait_counts):
+            total += count
+            add(f'beanstalkd_tube_wait_seconds_bucket{{tube="{label}",le="{bound}"}} {total}')
+        add(f'beanstalkd_tube_wait_seconds_sum{{tube="{label}"}} {insight.wait_sum_ns / 1e9:.6f}')
+        add(f'beanstalkd_tube_wait_seconds_count{{tube="{label}"}} {total}')
+    add("# HELP beanstalkd_jobs_recovered_total Jobs restored from the binlog at start-up.")
+    add("# TYPE beanstalkd_jobs_recovered_total counter")
+    add(f"beanstalkd_jobs_recovered_total {recovered}")
+    add("# HELP beanstalkd_http_requests_total HTTP requests answered by the operations plane, by status.")
+    add("# TYPE beanstalkd_http_requests_total counter")
+    for code in sorted(http_responses):
+        add(f'beanstalkd_http_requests_total{{code="{code}"}} {http_responses[code]}')
+    return out

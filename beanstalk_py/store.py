@@ -242,6 +242,13 @@ class Store(Protocol[S]):
         """Up to ``limit`` jobs in the order the queue serves them, after ``after``;
         the cursor for the next page, or None at the end."""
 
+    def search_jobs(self, name: bytes, state: str, needle: bytes, limit: int, scan: int,
+                    after: Optional[Cursor] = None
+                    ) -> Answer[tuple[Sequence[JobView], Optional[Cursor], int]]:
+        """Like :meth:`tube_jobs`, only jobs whose body holds ``needle``, looking at
+        no more than ``scan`` jobs: the matches, the cursor to scan on from (None
+        at the end), and how many jobs were looked at."""
+
     def delete_job(self, job_id: int) -> Answer[bool]:
         """An operator's delete of a job that is not reserved (False: no such
         job, or a client holds it and would lose its own delete)."""
@@ -251,6 +258,10 @@ class Store(Protocol[S]):
 
     def move_jobs(self, source: bytes, target: bytes, state: str, limit: int, now: int) -> Answer[int]:
         """Move up to ``limit`` jobs in ``state`` (not reserved) to another tube."""
+
+    def put_job(self, name: bytes, pri: int, delay: int, ttr: int, body: bytes, now: int) -> Answer[int]:
+        """Put a job (``body`` without the protocol's trailing CRLF) into tube
+        ``name``: its id, or 0 while draining.  Counts no command or connection."""
 
     # job-addressed operations (no session; never a reserved job, whose holder owns it)
     def move_job(self, job_id: int, target: bytes, now: int) -> Answer[bool]:

@@ -3,6 +3,7 @@
   python -m bench --target 127.0.0.1:11300 [--workload NAME ...]
   python -m bench --compare [--rounds 3] [--workload NAME ...] [--duration 3]
   python -m bench --aa                      # beanstalkd against itself: the noise
+  python -m bench --scrape [--rounds 3]     # beanstalk-py watched (/metrics, console) vs not
 
 See bench/README.md for what each workload measures and how to read the results.
 """
@@ -10,6 +11,7 @@ See bench/README.md for what each workload measures and how to read the results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -19,10 +21,12 @@ import sys
 import time
 from typing import Optional
 
-from . import loadgen, report, servers
+from . import loadgen, report, scrape, servers
 from .workloads import WORKLOADS, Ctx, Unavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# --scrape's default: the two 50-connection workloads ("put50" and "prd50").
+SCRAPE_WORKLOADS = ["put-pipelined-50", "prd-25x25"]
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -32,6 +36,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     mode.add_argument("--target", metavar="HOST:PORT", help="a running server on a loopback address")
     mode.add_argument("--compare", action="store_true", help="beanstalk-py against beanstalkd, A B A B")
     mode.add_argument("--aa", action="store_true", help="beanstalkd against beanstalkd (shows the noise)")
+    mode.add_argument("--scrape", action="store_true",
+                      help="beanstalk-py with --http, /metrics scraped every second and the console open, "
+                           "against the same without them, A B A B (default workloads: "
+                           f"{', '.join(SCRAPE_WORKLOADS)})")
     mode.add_argument("--report", metavar="JSON", help="print the table and redraw the chart of a saved run")
     p.add_argument("--workload", action="append", choices=list(WORKLOADS), metavar="NAME",
                    help=f"repeatable; default: all. One of: {', '.join(WORKLOADS)}")
@@ -103,7 +111,7 @@ def replay(args: argparse.Namespace) -> int:
     """--report: the table (and A/A noise) of a saved comparison, and its chart again."""
     with open(args.report) as handle:
         doc = json.load(handle)
-    if doc.get("mode") not in ("compare", "aa"):
+    if doc.get("mode") not in ("compare", "aa", "scrape"):
         print(json.dumps(doc.get("results", {}), indent=1))
         return 0
     labels = tuple(doc["labels"])
@@ -112,6 +120,8 @@ def replay(args: argparse.Namespace) -> int:
     print(report.table(doc["results"], labels))
     if doc["mode"] == "aa":
         print(report.noise_text(report.noise(doc["results"])))
+    if doc["mode"] == "scrape":
+        print(scrape.summary_text(doc["results"], WORKLOADS, labels))
     png = args.chart or args.report[:-5] + ".png"
     rounds = doc["settings"]["rounds"]
     title = (f"{labels[0]} vs {labels[1]}: medians of {rounds} rounds, bars = min-max "
@@ -125,9 +135,15 @@ def compare(args: argparse.Namespace, gen: loadgen.Generator, workloads: list[st
     server_cpus, load_cpus = servers.cpu_split(not args.no_pin)
     if load_cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, load_cpus)  # keep the harness itself off the server's CPU
-    ref = servers.beanstalkd_argv(args.beanstalkd)
-    sides = {"a": ("beanstalkd", ref) if args.aa else candidate(args), "b": ("beanstalkd", ref)}
-    labels = ("beanstalkd-A", "beanstalkd-B") if args.aa else (sides["a"][0], "beanstalkd")
+    if args.scrape:
+        # The same command line on both sides: only the watching differs.
+        watched = servers.beanstalk_py_http_argv()
+        sides = {"a": ("watched", watched), "b": ("plain", watched)}
+        labels = ("watched", "plain")
+    else:
+        ref = servers.beanstalkd_argv(args.beanstalkd)
+        sides = {"a": ("beanstalkd", ref) if args.aa else candidate(args), "b": ("beanstalkd", ref)}
+        labels = ("beanstalkd-A", "beanstalkd-B") if args.aa else (sides["a"][0], "beanstalkd")
     procs = args.load_procs or max(1, len(load_cpus or os.sched_getaffinity(0)))
     results: dict = {}
     for name in workloads:
@@ -157,7 +173,12 @@ def compare(args: argparse.Namespace, gen: loadgen.Generator, workloads: list[st
                     ctx = Ctx(port=server.port, pid=server.pid, gen=gen, duration=args.duration,
                               warmup=args.warmup, load_cpus=load_cpus, procs=procs, jobs=args.jobs,
                               limit=args.limit)
-                    run = {"round": rnd, **run_workload(name, ctx, len(load_cpus or [0]))}
+                    watched = args.scrape and side == "a" and server.http_port is not None
+                    scraper = scrape.Scraper(server.http_port) if watched and server.http_port else None
+                    with scraper or contextlib.nullcontext():
+                        run = {"round": rnd, **run_workload(name, ctx, len(load_cpus or [0]))}
+                    if scraper is not None:
+                        run["metrics"].update(scraper.figures())
                     if not server.alive():
                         raise RuntimeError(f"the server exited during the run: {server.log_tail()}")
                     if run["metrics"].get("errors"):
@@ -227,13 +248,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         path = os.path.join(args.out, f"target-{stamp}.json")
         failed = any("error" in r for r in doc["results"].values())
     else:
-        workloads = args.workload or list(WORKLOADS)
+        workloads = args.workload or (SCRAPE_WORKLOADS if args.scrape else list(WORKLOADS))
         server_cpus, load_cpus = servers.cpu_split(not args.no_pin)
-        doc["mode"] = "aa" if args.aa else "compare"
+        doc["mode"] = "aa" if args.aa else "scrape" if args.scrape else "compare"
         doc["host"] = host_info(gen, server_cpus, load_cpus)
-        ref = servers.beanstalkd_argv(args.beanstalkd)
-        doc["versions"] = {"beanstalkd": servers.version(ref)}
-        if not args.aa:
+        if args.scrape:
+            doc["versions"] = {"beanstalk-py": servers.version(servers.beanstalk_py_argv())}
+        else:
+            ref = servers.beanstalkd_argv(args.beanstalkd)
+            doc["versions"] = {"beanstalkd": servers.version(ref)}
+        if not args.aa and not args.scrape:
             label, argv_a = candidate(args)
             doc["versions"][label] = servers.version(argv_a) if not args.candidate else args.candidate
         print(f"# {doc['mode']}: {len(workloads)} workload(s) x {args.rounds} round(s), "
@@ -248,6 +272,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.aa:
             doc["noise"] = report.noise(results)
             print(report.noise_text(doc["noise"]))
+        if args.scrape:
+            print(scrape.summary_text(results, WORKLOADS, labels))
         print("ratio = median over rounds of (" + labels[0] + " / " + labels[1] +
               ") in the same round; per-round = the smallest and largest of those ratios")
         path = os.path.join(args.out, f"{doc['mode']}-{stamp}.json")

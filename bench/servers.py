@@ -92,7 +92,10 @@ class Server:
                  binlog_base: Optional[str] = None, cpus: Optional[set[int]] = None) -> None:
         self.name = name
         self.port = free_port()
-        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        # {http_port}: a second port, for --http (the --scrape workloads).
+        self.http_port = free_port() if any("{http_port}" in a for a in argv) else None
+        self.argv = [a.replace("{port}", str(self.port)).replace("{http_port}", str(self.http_port))
+                     for a in argv]
         self.cpus = cpus
         self.binlog_dir: Optional[str] = None
         if binlog:
@@ -157,6 +160,11 @@ class Server:
 
 def beanstalk_py_argv() -> list[str]:
     return [sys.executable, "-m", "beanstalk_py", "-l", "127.0.0.1", "-p", "{port}"]
+
+
+def beanstalk_py_http_argv() -> list[str]:
+    """beanstalk-py with its operations plane on a loopback port of its own."""
+    return beanstalk_py_argv() + ["--http", "127.0.0.1:{http_port}"]
 
 
 def beanstalkd_argv(binary: Optional[str] = None) -> list[str]:

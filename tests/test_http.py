@@ -119,10 +119,17 @@ def test_metrics_and_api_equal_stats_after_a_workload(plane: tuple[Daemon, Http]
     assert api_tubes["next"] is None and sorted(by_name) == ["default", "images", "mail"]
     for name, tube_stats in (("mail", mail), ("images", images)):
         api_tube = http.json(f"/api/v1/tubes/{name}")
-        assert by_name[name] == api_tube
+        listed = dict(by_name[name])
+        assert abs(listed.pop("oldest-ready-age") - api_tube["oldest-ready-age"]) < 1  # the clock runs
+        assert listed == {k: v for k, v in api_tube.items() if k != "oldest-ready-age"}
         for key in ("pause-time-left",):
             assert abs(api_tube.pop(key) - tube_stats.pop(key)) <= 1
+        beyond = {key: api_tube.pop(key) for key in ("oldest-ready-age", "rates") if key in api_tube}
         assert api_tube == {k: v for k, v in tube_stats.items() if k != "pause-time-left"}
+        assert beyond["oldest-ready-age"] is not None and beyond["oldest-ready-age"] >= 0
+        rates = beyond["rates"]  # sampled every 10 s: the first sample is only a baseline
+        assert {key: rates[key] for key in ("put", "reserve", "delete")} == {"put": 0, "reserve": 0, "delete": 0}
+        assert [len(rates["history"][key]) for key in ("put", "reserve", "delete")] == [60, 60, 60]
     assert clients
 
 
@@ -298,7 +305,8 @@ def test_errors(plane: tuple[Daemon, Http]) -> None:
     check(http.get("/nothing"), 404)
     check(http.get("/api/v1/tubes/e/unknown"), 404)
     check(http.get("/api/v1/tubes/"), 404)
-    check(http.post("/api/v1/jobs/1/bury"), 404)
+    check(http.post("/api/v1/jobs/1/fly"), 404)
+    check(http.post("/api/v1/jobs/99/bury"), 404)
     check(http.post("/api/v1/tubes/nope/clear", {"state": "ready", "all": True}), 404)
     wrong = http.post("/metrics")
     check(wrong, 405)
@@ -341,3 +349,105 @@ def test_tube_names_with_a_slash_and_tube_pages(plane: tuple[Daemon, Http]) -> N
     rest = http.json(f"/api/v1/tubes?limit=2&after={first['next']}")
     assert [t["name"] for t in rest["tubes"]] == ["t1", "t2"]
     assert http.json("/api/v1/tubes?after=t2")["tubes"][0]["name"] == "t3"
+
+
+def test_single_job_bury_move_reprioritize(plane: tuple[Daemon, Http]) -> None:
+    daemon, http = plane
+    p, w = client(daemon, "src"), client(daemon, "src")
+    a, b, c = p.put("a", priority=500), p.put("b", priority=600), p.put("c", delay=100)
+    held = w.reserve(timeout=1)
+    assert held.id == a
+    assert http.post(f"/api/v1/jobs/{b}/bury").json == {"count": 1}
+    assert http.post(f"/api/v1/jobs/{c}/bury").json == {"count": 1}  # a delayed job too
+    assert client(daemon).stats_job(b)["state"] == "buried" and client(daemon).stats_job(b)["buries"] == 1
+    refused = http.post(f"/api/v1/jobs/{a}/bury")
+    assert refused.status == 409 and "belongs to its worker" in refused.json["error"]
+    assert http.post(f"/api/v1/jobs/{b}/move", {"to": "dst", "dry_run": True}).json == {"dry_run": True, "count": 1}
+    assert http.post(f"/api/v1/jobs/{b}/move", {"to": "dst"}).json == {"count": 1}
+    moved = client(daemon).stats_job(b)
+    assert (moved["tube"], moved["state"]) == ("dst", "buried")
+    assert http.post(f"/api/v1/jobs/{b}/move", {"to": "dst"}).status == 400  # the same tube
+    assert http.post(f"/api/v1/jobs/{b}/move", {}).status == 400
+    assert http.post(f"/api/v1/jobs/{b}/reprioritize", {"pri": 3}).json == {"count": 1}
+    assert client(daemon).stats_job(b)["pri"] == 3
+    assert http.post(f"/api/v1/jobs/{b}/reprioritize", {"pri": -1}).status == 400
+    assert http.post(f"/api/v1/jobs/{b}/reprioritize", {"pri": 3, "pry": 1}).status == 400
+    assert http.post(f"/api/v1/jobs/{b}/fly").status == 404
+    w.delete(held)
+    daemon.stop()
+    assert daemon.proc is not None
+    log = daemon.proc.stderr.read().decode()
+    assert f"move job {b} to dst: 1 job" in log and f"reprioritize job {b} to priority 3: 1 job" in log
+
+
+def test_bulk_by_ids_skips_jobs_that_moved_on(plane: tuple[Daemon, Http]) -> None:
+    daemon, http = plane
+    p, w = client(daemon, "ids"), client(daemon, "ids")
+    ids = [p.put(f"job {i}") for i in range(6)]
+    for _ in range(4):
+        w.bury(w.reserve(timeout=1))
+    buried, ready = ids[:4], ids[4:]
+    body = {"state": "buried", "ids": buried[:3] + ready[:1] + [999999]}
+    assert http.post("/api/v1/tubes/ids/kick", {**body, "dry_run": True}).json == \
+        {"dry_run": True, "count": 3, "skipped": 2}
+    assert http.post("/api/v1/tubes/ids/kick", body).json == {"count": 3, "skipped": 2}
+    assert client(daemon).stats_tube("ids")["current-jobs-buried"] == 1
+    assert http.post("/api/v1/tubes/ids/move", {"state": "ready", "ids": ready, "to": "elsewhere"}).json == \
+        {"count": 2, "skipped": 0}
+    assert http.post("/api/v1/tubes/ids/clear", {"state": "buried", "ids": [buried[3]]}).json == \
+        {"count": 1, "skipped": 0}
+    assert client(daemon).stats_tube("elsewhere")["current-jobs-ready"] == 2
+    for bad in ({"state": "ready", "ids": []}, {"state": "ready", "ids": ["1"]},
+                {"state": "ready", "ids": [1], "all": True}, {"state": "ready", "ids": [True]}):
+        assert http.post("/api/v1/tubes/ids/clear", bad).status == 400, bad
+
+
+def test_put_through_the_api(plane: tuple[Daemon, Http]) -> None:
+    daemon, http = plane
+    made = http.post("/api/v1/tubes/fresh/jobs", {"body": "héllo", "pri": 7, "delay": 0, "ttr": 30})
+    assert made.status == 200, made
+    job = client(daemon, "fresh").reserve(timeout=1)
+    assert (job.id, job.body) == (made.json["id"], "héllo")
+    stats = client(daemon).stats_job(job.id)
+    assert (stats["pri"], stats["ttr"], stats["tube"]) == (7, 30, "fresh")
+    binary = http.post("/api/v1/tubes/fresh/jobs", {"body": "AAEC", "encoding": "base64"})
+    assert http.json(f"/api/v1/jobs/{binary.json['id']}")["size"] == 3
+    big = http.post("/api/v1/tubes/fresh/jobs", {"body": "x" * 70000})
+    assert big.status in (413,), big
+    for bad in ({}, {"body": 1}, {"body": "x", "pri": -1}, {"body": "x", "encoding": "rot13"},
+                {"body": "!!", "encoding": "base64"}, {"body": "x", "ttr": "60"}):
+        assert http.post("/api/v1/tubes/fresh/jobs", bad).status == 400, bad
+    assert client(daemon).stats()["cmd-put"] == 0  # no protocol command was received
+
+
+def test_search_bodies_in_bounded_scans(plane: tuple[Daemon, Http]) -> None:
+    daemon, http = plane
+    p = client(daemon, "find")
+    for i in range(30):
+        p.put(f"order {i} {'needle' if i % 7 == 0 else 'hay'}")
+    first = http.json("/api/v1/tubes/find/jobs?q=needle&limit=2")
+    assert [job["preview"] for job in first["jobs"]] == ["order 0 needle", "order 7 needle"]
+    assert first["scanned"] == 8 and first["next"] is not None
+    rest = http.json(f"/api/v1/tubes/find/jobs?q=needle&limit=10&after={first['next']}")
+    assert [job["preview"] for job in rest["jobs"]] == ["order 14 needle", "order 21 needle", "order 28 needle"]
+    assert rest["next"] is None and rest["scanned"] == 22
+    assert http.json("/api/v1/tubes/find/jobs?q=absent")["jobs"] == []
+
+
+def test_metrics_beyond_stats(plane: tuple[Daemon, Http]) -> None:
+    daemon, http = plane
+    p, w = client(daemon, "waits"), client(daemon, "waits")
+    p.put("old")
+    time.sleep(0.3)
+    p.put("new")
+    w.delete(w.reserve(timeout=1))
+    http.get("/nothing-here")
+    samples = _samples(http.get("/metrics").data.decode())
+    age = samples[("beanstalkd_tube_oldest_ready_age_seconds", (("tube", "waits"),))]
+    assert 0 <= age < 5  # "new" is the one left ready
+    assert samples[("beanstalkd_tube_wait_seconds_count", (("tube", "waits"),))] == 1
+    assert samples[("beanstalkd_tube_wait_seconds_bucket", (("le", "+Inf"), ("tube", "waits")))] == 1
+    assert samples[("beanstalkd_tube_wait_seconds_bucket", (("le", "0.1"), ("tube", "waits")))] == 0
+    assert 0.3 <= samples[("beanstalkd_tube_wait_seconds_sum", (("tube", "waits"),))] < 5
+    assert samples[("beanstalkd_jobs_recovered_total", ())] == 0
+    assert samples[("beanstalkd_http_requests_total", (("code", "404"),))] == 1

@@ -33,7 +33,7 @@ TUBE_PAGE = 1000  # and of tubes
 # A bulk write answers once every job is done (slices of 256, about 1 ms each
 # without -b): its answer is waited for this long, or --timeout if longer.
 WRITE_TIMEOUT = 300.0
-IDLE_REUSE = 1.0  # a POST goes on a fresh connection after this long idle (the server's keep-alive is 5 s)
+IDLE_REUSE = 1.0  # a POST goes on a fresh connection after this long idle (the server closes idle connections after 2 s)
 TOKEN_HINT = f"--token-file FILE, --token TOKEN or ${ENV_TOKEN}"
 
 

@@ -5,11 +5,18 @@ the protocol uses (tube-addressed operations, snapshots that move no counter),
 in the daemon's own trio run, so every request's work is bounded: the beanstalk
 clients are served by one task on the same thread (see epoll_loop.py).
 
-Layout: :mod:`.auth` (the security rule and bearer tokens, no dependency),
-:mod:`.api` (what each endpoint asks of the store, no web framework),
-:mod:`.app` (Starlette routes and errors), :mod:`.listener` (binding, and
-hypercorn's trio worker).  Starlette and hypercorn are the optional extra
-``beanstalk-py[http]`` and are imported only when ``--http`` is given.
+Layout: :mod:`.settings` (every ``--http-*`` option), :mod:`.auth` (the
+security rule, bearer tokens, certificate names; no dependency), :mod:`.api`
+(what each endpoint asks of the store, no web framework), :mod:`.rates`
+(per-tube rate history), :mod:`.status` (the signed job-status endpoint),
+:mod:`.app` (Starlette routes and errors), the console (:mod:`.console`
+routes, :mod:`.console_auth` sessions and CSRF, :mod:`.console_actions`
+writes, :mod:`.console_view` display strings, ``templates/``, ``static/``),
+:mod:`.probe` (answers while the binlog replays) and :mod:`.listener`
+(binding, TLS, the connection cap, hypercorn's per-connection server).
+Starlette, hypercorn and Jinja2 are the optional extra ``beanstalk-py[http]``
+and are imported only when ``--http`` is given; without Jinja2 only ``/ui``
+is missing (it says what to install).
 """
 
 from __future__ import annotations

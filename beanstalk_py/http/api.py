@@ -24,12 +24,13 @@ import trio
 
 from ..dispatch import Dispatcher, now_ns
 from ..log import warn
-from ..metrics import DEFAULT_TUBE_SERIES, render
+from ..metrics import DEFAULT_TUBE_SERIES, render, render_insight
 from ..protocol import valid_tube_name
 from ..stats import Stat, server_stats
-from ..store import BURIED, DELAYED, READY, RESERVED, STATES, Cursor, Later
+from ..store import BURIED, DELAYED, READY, RESERVED, STATES, Cursor, JobView, Later
 from ..wal import WalError
 from .auth import Principal
+from .rates import RateHistory
 
 T = TypeVar("T")
 
@@ -45,6 +46,11 @@ PREVIEW_BYTES = 200  # of each body in a job list
 BODY_CAP = 65536  # bytes of body /api/v1/jobs/{id} returns
 METRICS_TTL_NS = 1_000_000_000  # one /metrics rendering a second, shared
 MAX_PAUSE = 2**32 - 1  # pause-tube's bound
+MAX_PRI = 2**32 - 1  # put's bound for pri, delay and ttr
+MAX_IDS = 10_000  # job ids in one bulk request by id
+# Jobs a search (q=) looks at per request: about 1 ms of body scans on the
+# 2-core test machine (200-byte bodies), the loop's budget between checkpoints.
+MAX_SCAN = 5_000
 
 
 class ApiError(Exception):
@@ -183,10 +189,13 @@ class Plane:
         self.tube_series = tube_series
         self._metrics: Optional[tuple[int, str]] = None
         self.metrics_renders = 0  # how many times /metrics was rendered (the cache's tests)
+        self.http_responses: dict[int, int] = {}  # answers by HTTP status (counted by app.Guard)
+        self.rates = RateHistory()  # per-tube put/reserve/delete rates, sampled by background()
 
     async def background(self) -> None:
-        """The plane's own periodic work, run beside the listener until it stops."""
-        await trio.sleep_forever()
+        """The plane's own periodic work, run beside the listener until it stops:
+        sampling the tubes' counters for their rates."""
+        await self.rates.run(lambda: now_value(self.store.tube_counters()), self.clock)
 
     # ------------------------------------------------------------------ health
 
@@ -211,7 +220,10 @@ class Plane:
             return cached[1]
         server = server_stats(now_value(self.store.snapshot(now)), self.info, now)
         names = self._tube_names()
-        text = render(server, _LazyTubes(self, names, now), self.tube_series)
+        shown = [(name, insight) for name in names[:self.tube_series]
+                 if (insight := now_value(self.store.tube_insight(name, now))) is not None]
+        extra = render_insight(shown, now_value(self.store.recovered_jobs()), self.http_responses)
+        text = render(server, _LazyTubes(self, names, now), self.tube_series, extra)
         self._metrics = (now, text)
         self.metrics_renders += 1
         return text
@@ -227,19 +239,34 @@ class Plane:
         start = 0 if not after else bisect.bisect_right(names, after.encode("ascii", "replace"))
         page = names[start:start + count]
         now = self.clock()
-        out = [stats_dict(stats) for name in page if (stats := self.tube_stats(name, now)) is not None]
+        out = [self._tube_dict(name, stats, now) for name in page
+               if (stats := self.tube_stats(name, now)) is not None]
         more = start + count < len(names)
         return {"tubes": out, "next": page[-1].decode("ascii") if more and page else None}
 
     def tube(self, name: bytes) -> dict[str, Any]:
-        stats = self.tube_stats(name, self.clock())
+        now = self.clock()
+        stats = self.tube_stats(name, now)
         if stats is None:
             raise ApiError(404, f"no tube {name.decode('ascii')}")
-        return stats_dict(stats)
+        return self._tube_dict(name, stats, now)
+
+    def _tube_dict(self, name: bytes, stats: Sequence[Stat], now: int) -> dict[str, Any]:
+        """stats-tube, the oldest ready job's age (seconds) and the tube's rates."""
+        out: dict[str, Any] = dict(stats_dict(stats))
+        insight = now_value(self.store.tube_insight(name, now))
+        age = None if insight is None else insight.oldest_ready_age_ns
+        out["oldest-ready-age"] = None if age is None else round(age / 1e9, 3)
+        out["rates"] = self.rates.tube(name)
+        return out
 
     def jobs(self, name: bytes, state: Optional[str], limit: Optional[str],
-             after: Optional[str]) -> dict[str, Any]:
-        """One page of a tube's jobs in ``state``, in the order the queue serves them."""
+             after: Optional[str], q: Optional[str] = None) -> dict[str, Any]:
+        """One page of a tube's jobs in ``state``, in the order the queue serves them.
+
+        With ``q``, only jobs whose body holds those bytes (UTF-8, case-sensitive);
+        a request scans at most :data:`MAX_SCAN` jobs, so a page may hold fewer
+        matches than ``limit`` and still have a ``next`` to scan on from."""
         state = state or READY
         if state not in STATES:
             raise ApiError(400, f"state: one of {', '.join(STATES)}, not {state!r}")
@@ -248,7 +275,11 @@ class Plane:
         now = self.clock()
         if self.tube_stats(name, now) is None:
             raise ApiError(404, f"no tube {name.decode('ascii')}")
-        views, next_cursor = now_value(self.store.tube_jobs(name, state, count, cursor))
+        scanned: Optional[int] = None
+        if q:
+            views, next_cursor, scanned = self._search(name, state, count, cursor, q.encode("utf-8"))
+        else:
+            views, next_cursor = now_value(self.store.tube_jobs(name, state, count, cursor))
         jobs = []
         for view in views:
             stats = now_value(self.store.job_stats(view.id, now))
@@ -259,8 +290,15 @@ class Plane:
             jobs.append({"id": view.id, "pri": fields["pri"], "state": fields["state"],
                          "age": fields["age"], "time-left": fields["time-left"], "size": len(body),
                          **preview(body)})
-        return {"tube": name.decode("ascii"), "state": state, "jobs": jobs,
-                "next": encode_cursor(next_cursor) if next_cursor is not None else None}
+        out: dict[str, Any] = {"tube": name.decode("ascii"), "state": state, "jobs": jobs,
+                               "next": encode_cursor(next_cursor) if next_cursor is not None else None}
+        if scanned is not None:
+            out["scanned"] = scanned
+        return out
+
+    def _search(self, name: bytes, state: str, count: int, cursor: Optional[Cursor],
+                needle: bytes) -> tuple[Sequence[JobView], Optional[Cursor], int]:
+        return now_value(self.store.search_jobs(name, state, needle, count, MAX_SCAN, cursor))
 
     def job(self, job_id: int) -> dict[str, Any]:
         """stats-job and the body (size-capped)."""
@@ -299,36 +337,107 @@ class Plane:
         warn(f"http: {who.who} ({who.role}): {what}{many} in {(time.monotonic() - started) * 1000:.1f} ms")
 
     async def job_action(self, who: Principal, job_id: int, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """kick or delete one job."""
-        dry_run = _only(body, {"dry_run"}).get("dry_run", False)
+        """kick, delete, bury, move (``to``) or reprioritize (``pri``) one job.
+
+        A reserved job belongs to its worker (whose own delete or release would
+        then fail), so only kick-free states are changed: 409 otherwise."""
+        fields = {"dry_run"} | ({"to"} if action == "move" else {"pri"} if action == "reprioritize" else set())
+        _only(body, fields)
+        dry_run = body.get("dry_run", False)
         _check_bool(dry_run, "dry_run")
         state = self._job_state(job_id)
-        if action == "kick" and state not in (BURIED, DELAYED):
-            raise ApiError(409, f"job {job_id} is {state}: only buried or delayed jobs can be kicked")
-        if action == "delete" and state == RESERVED:
-            raise ApiError(409, f"job {job_id} is reserved: its worker holds it (delete it when released)")
+        allowed = _JOB_ACTION_STATES[action]
+        if state not in allowed:
+            raise ApiError(409, f"job {job_id} is {state}: {action} needs a job that is {' or '.join(allowed)}"
+                           + (" (a reserved job belongs to its worker)" if state == RESERVED else ""))
+        target, pri = b"", 0
+        if action == "move":
+            target = _target(body, self._job_tube(job_id))
+        elif action == "reprioritize":
+            pri = _priority(body)
         if dry_run:
             return {"dry_run": True, "count": 1}
         started = time.monotonic()
+        now = self.clock()
         try:
             if action == "kick":
-                done = now_value(self.store.kick_job(job_id, self.clock()))
-            else:
+                done = now_value(self.store.kick_job(job_id, now))
+            elif action == "delete":
                 done = now_value(self.store.delete_job(job_id))
+            elif action == "bury":
+                done = now_value(self.store.bury_job(job_id, now))
+            elif action == "move":
+                done = now_value(self.store.move_job(job_id, target, now))
+            else:
+                done = now_value(self.store.reprioritize_job(job_id, pri, now))
         except WalError as exc:
             raise ApiError(503, f"the binlog could not record it: {exc}", count=0) from None
         finally:
             await self._settled()
         if not done:
             raise ApiError(503, "the binlog could not record it", count=0)
-        self._log(who, f"{action} job {job_id}", 1, started)
+        what = f"{action} job {job_id}"
+        if action == "move":
+            what += f" to {target.decode('ascii')}"
+        elif action == "reprioritize":
+            what += f" to priority {pri}"
+        self._log(who, what, 1, started)
         return {"count": 1}
+
+    def _job_tube(self, job_id: int) -> bytes:
+        stats = now_value(self.store.job_stats(job_id, self.clock()))
+        if stats is None:
+            raise ApiError(404, f"no job {job_id}")
+        return str(next(stat.value for stat in stats if stat.name == "tube")).encode("ascii")
+
+    async def put_json(self, who: Principal, name: bytes, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /api/v1/tubes/{tube}/jobs``: {"body", "encoding": "text"|"base64",
+        "pri": 1024, "delay": 0, "ttr": 60} (the defaults are beanstalk clients')."""
+        _only(body, {"body", "encoding", "pri", "delay", "ttr"})
+        text, encoding = body.get("body"), body.get("encoding", "text")
+        if not isinstance(text, str):
+            raise ApiError(400, "body: the job's body as a string")
+        if encoding == "text":
+            data = text.encode("utf-8")
+        elif encoding == "base64":
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (ValueError, binascii.Error):
+                raise ApiError(400, "body: not base64") from None
+        else:
+            raise ApiError(400, "encoding: text or base64")
+        numbers = []
+        for field, default in (("pri", 1024), ("delay", 0), ("ttr", 60)):
+            value = body.get(field, default)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ApiError(400, f"{field}: a whole number")
+            numbers.append(value)
+        return await self.put(who, name, data, *numbers)
+
+    async def put(self, who: Principal, name: bytes, body: bytes, pri: int, delay: int, ttr: int) -> dict[str, Any]:
+        """Put one job (the console's form): as a protocol put, bounded by -z, refused while draining."""
+        if len(body) > self.store.max_job_size:
+            raise ApiError(413, f"the body is over the maximum job size ({self.store.max_job_size} bytes)")
+        for value, field, high in ((pri, "pri", MAX_PRI), (delay, "delay", MAX_PRI), (ttr, "ttr", MAX_PRI)):
+            if not 0 <= value <= high:
+                raise ApiError(400, f"{field}: a whole number from 0 to {high}")
+        started = time.monotonic()
+        try:
+            job = now_value(self.store.put_job(name, pri, delay, ttr, body, self.clock()))
+        except WalError as exc:
+            raise ApiError(503, f"the binlog could not record it: {exc}") from None
+        finally:
+            await self._settled()
+        if not job:
+            raise ApiError(503, "draining (SIGUSR1): puts are refused")
+        self._log(who, f"put job {job} into {name.decode('ascii')}", 1, started)
+        return {"id": job}
 
     async def tube_action(self, who: Principal, name: bytes, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """kick, clear, move or pause a tube (see README for the body)."""
         if action == "pause":
             return await self._pause(who, name, body)
-        allowed = {"state", "count", "all", "dry_run"} | ({"to"} if action == "move" else set())
+        allowed = {"state", "count", "all", "ids", "dry_run"} | ({"to"} if action == "move" else set())
         _only(body, allowed)
         dry_run = body.get("dry_run", False)
         _check_bool(dry_run, "dry_run")
@@ -341,14 +450,9 @@ class Plane:
                 raise ApiError(400, "state: buried or delayed (only those can be kicked)")
         elif state not in (READY, DELAYED, BURIED):
             raise ApiError(400, "state: ready, delayed or buried (reserved jobs belong to their workers)")
-        target = b""
-        if action == "move":
-            to = body.get("to")
-            if not isinstance(to, str):
-                raise ApiError(400, "to: the name of the tube to move the jobs to")
-            target = tube_name(to)
-            if target == name:
-                raise ApiError(400, "to: the same tube")
+        target = _target(body, name) if action == "move" else b""
+        if "ids" in body:
+            return await self._by_ids(who, name, action, state, target, body)
         wanted = _count(body)
         total = min(wanted, counts[state]) if wanted is not None else counts[state]
         if dry_run:
@@ -380,6 +484,59 @@ class Plane:
             if done:
                 self._log(who, what, done, started)
         return {"count": done}
+
+    async def _by_ids(self, who: Principal, name: bytes, action: str, state: str, target: bytes,
+                      body: Mapping[str, Any]) -> dict[str, Any]:
+        """kick, clear or move the jobs listed in ``ids`` that are in this tube and
+        ``state`` now (others are skipped and counted: the page was stale)."""
+        if "count" in body or "all" in body:
+            raise ApiError(400, "give ids, or count, or all: true (one of them)")
+        ids = body["ids"]
+        if (not isinstance(ids, list) or not ids or len(ids) > MAX_IDS
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)):
+            raise ApiError(400, f"ids: a list of 1 to {MAX_IDS} job ids")
+        dry_run = body.get("dry_run", False)
+        started = time.monotonic()
+        done = skipped = 0
+        try:
+            for offset in range(0, len(ids), SLICE):
+                now = self.clock()
+                for job_id in ids[offset:offset + SLICE]:
+                    if not self._is(job_id, name, state, now):
+                        skipped += 1
+                    elif dry_run:
+                        done += 1
+                    elif self._change(job_id, action, target, now):
+                        done += 1
+                    else:
+                        raise WalError(f"job {job_id} could not be logged")
+                if not dry_run:
+                    self.dispatcher.settle(now)
+                    await trio.sleep(0)  # the beanstalk clients' turn
+        except WalError as exc:
+            raise ApiError(503, f"the binlog could not record more: {exc}", count=done) from None
+        finally:
+            if not dry_run:
+                await self._settled()
+                if done:
+                    what = f"{action} tube {name.decode('ascii')} {state} by id"
+                    self._log(who, what + (f" to {target.decode('ascii')}" if action == "move" else ""),
+                              done, started)
+        return {"dry_run": True, "count": done, "skipped": skipped} if dry_run else {"count": done, "skipped": skipped}
+
+    def _is(self, job_id: int, name: bytes, state: str, now: int) -> bool:
+        stats = now_value(self.store.job_stats(job_id, now))
+        if stats is None:
+            return False
+        fields = {stat.name: stat.value for stat in stats}
+        return fields["tube"] == name.decode("ascii") and fields["state"] == state
+
+    def _change(self, job_id: int, action: str, target: bytes, now: int) -> bool:
+        if action == "kick":
+            return bool(now_value(self.store.kick_job(job_id, now)))
+        if action == "clear":
+            return bool(now_value(self.store.delete_job(job_id)))
+        return bool(now_value(self.store.move_job(job_id, target, now)))
 
     def _kick_slice(self, name: bytes, state: str, step: int, now: int) -> int:
         """Kick up to ``step`` jobs in ``state`` (kick_tube cannot choose delayed while some are buried)."""
@@ -415,6 +572,35 @@ def _only(body: Mapping[str, Any], allowed: set[str]) -> Mapping[str, Any]:
     if unknown:
         raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (expected: {', '.join(sorted(allowed))})")
     return body
+
+
+# The states each single-job action applies to.
+_JOB_ACTION_STATES = {
+    "kick": (BURIED, DELAYED),
+    "delete": (READY, DELAYED, BURIED),
+    "bury": (READY, DELAYED),
+    "move": (READY, DELAYED, BURIED),
+    "reprioritize": (READY, DELAYED, BURIED),
+}
+JOB_ACTIONS = tuple(_JOB_ACTION_STATES)
+
+
+def _target(body: Mapping[str, Any], source: bytes) -> bytes:
+    """The ``to`` tube of a move (not the tube the jobs are in)."""
+    to = body.get("to")
+    if not isinstance(to, str):
+        raise ApiError(400, "to: the name of the tube to move the jobs to")
+    target = tube_name(to)
+    if target == source:
+        raise ApiError(400, "to: the same tube")
+    return target
+
+
+def _priority(body: Mapping[str, Any]) -> int:
+    pri = body.get("pri")
+    if not isinstance(pri, int) or isinstance(pri, bool) or not 0 <= pri <= MAX_PRI:
+        raise ApiError(400, f"pri: a whole number from 0 (most urgent) to {MAX_PRI}")
+    return pri
 
 
 def _check_bool(value: Any, name: str) -> None:

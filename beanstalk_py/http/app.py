@@ -27,19 +27,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import CONTENT_TYPE
-from .api import ApiError, Plane, job_id, tube_name
+from .api import JOB_ACTIONS, ApiError, Plane, job_id, tube_name
+from .console import console_routes, is_console_path
 from .auth import VIEWER, Principal, Tokens, loopback_host
 from .settings import HttpSettings
+from .status import STATUS_PREFIX, status_route
 
 MAX_BODY = 65536  # bytes of a POST body
 # Bulk writes at once (each yields between slices; more would only queue
 # more work in the same thread).
 WRITERS = 4
 TUBE_ACTIONS = ("kick", "clear", "move", "pause")
-JOB_ACTIONS = ("kick", "delete")
 _PREFIX = b"/api/v1/tubes/"
 
 
@@ -61,15 +62,35 @@ class Guard:
         self.local = local
         self.check_host = check_host
         self.read_only = read_only  # --http-read-only: every requester is a viewer
+        self.responses: Optional[dict[int, int]] = None  # answers by status, for /metrics
+
+    @staticmethod
+    def _counting(send: Send, responses: dict[int, int]) -> Send:
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                responses[status] = responses.get(status, 0) + 1
+            await send(message)
+        return counted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.responses is not None:
+            send = self._counting(send, self.responses)
+        if scope.get("path", "").startswith(STATUS_PREFIX):
+            # The signed token in the path is the capability (status.py): no
+            # bearer token, no Host check (pages behind a proxy use its name).
+            scope.setdefault("state", {})["principal"] = Principal("status page", VIEWER)
+            await self.app(scope, receive, send)
+            return
         headers = Headers(scope=scope)
         principal: Optional[Principal] = self.local
         if self.tokens is not None:
-            if scope.get("path") not in OPEN_PATHS:
+            if is_console_path(scope.get("path", "")):
+                principal = None  # the console's session cookie stands in for a token (console.py)
+            elif scope.get("path") not in OPEN_PATHS:
                 principal = self.tokens.check(headers.get("authorization"))
                 if principal is None:
                     response = _error(401, "a bearer token is required (Authorization: Bearer TOKEN)",
@@ -91,9 +112,11 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def make_app(plane: Plane, tokens: Optional[Tokens] = None, local: str = "loopback",
-             check_host: bool = True, settings: Optional[HttpSettings] = None) -> ASGIApp:
+             check_host: bool = True, settings: Optional[HttpSettings] = None,
+             status_secret: Optional[bytes] = None) -> ASGIApp:
     """The ASGI app for one plane.  ``local`` names requesters when there are no tokens;
-    ``settings`` are the ``--http-*`` options (defaults when None, as in tests)."""
+    ``settings`` are the ``--http-*`` options (defaults when None, as in tests);
+    ``status_secret`` the key of /status/{token} (None: /status is off, a 404)."""
     settings = settings or HttpSettings(spec="127.0.0.1:0")
     writers = trio.CapacityLimiter(WRITERS)
 
@@ -141,11 +164,14 @@ def make_app(plane: Plane, tokens: Optional[Tokens] = None, local: str = "loopba
             if method == allowed:
                 return _json(run())
         elif len(parts) == 2 and parts[0] and parts[1] == "jobs":
-            allowed = "GET"
-            if method == allowed:
+            allowed = "GET, POST"
+            if method == "POST":
+                name = tube_name(parts[0])
+                return await write(request, lambda who, body: plane.put_json(who, name, body))
+            if method == "GET":
                 query = request.query_params
                 return _json(plane.jobs(tube_name(parts[0]), query.get("state"), query.get("limit"),
-                                        query.get("after")))
+                                        query.get("after"), query.get("q")))
         elif len(parts) == 2 and parts[0] and parts[1] in TUBE_ACTIONS:
             allowed = "POST"
             if method == allowed:
@@ -186,11 +212,14 @@ def make_app(plane: Plane, tokens: Optional[Tokens] = None, local: str = "loopba
         Route("/api/v1/tubes/{rest:path}", tube_paths, methods=["GET", "POST"]),
         Route("/api/v1/jobs/{job}", job),
         Route("/api/v1/jobs/{job}/{action}", job_action, methods=["POST"]),
+        *([status_route(plane, status_secret, settings)] if status_secret is not None else []),
     ]
-    app = Starlette(routes=routes, exception_handlers={
+    app = Starlette(routes=[*routes, *console_routes(plane, settings, tokens)], exception_handlers={
         ApiError: api_error, HTTPException: http_error, Exception: internal_error,
     })
-    return Guard(app, tokens, Principal(local, "operator"), check_host, settings.read_only)
+    guard = Guard(app, tokens, Principal(local, "operator"), check_host, settings.read_only)
+    guard.responses = plane.http_responses
+    return guard
 
 
 async def _read_body(request: Request) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """Who may use the HTTP listener: the loopback rule, bearer tokens and their roles.
 
-The rule: without ``--http-tokens`` the listener binds only loopback or a
-unix socket (anyone who can reach it is already on this host), and refuses to
-start on another address.  With tokens every request must carry
-``Authorization: Bearer TOKEN``; a ``viewer`` may read, an ``operator`` may
-also write.  A token never reaches a log line: a request is known by the line
-number of its token in the file.
+The rule: without credentials the listener binds only loopback or a unix
+socket (anyone who can reach it is already on this host), and refuses to
+start on another address.  Credentials are bearer tokens (``--http-tokens``)
+or client certificates (``--http-client-ca``: mutual TLS, checked in the TLS
+handshake, listener.py); with both, a request needs both.  With tokens every
+request must carry ``Authorization: Bearer TOKEN``; a ``viewer`` may read, an
+``operator`` may also write.  A token never reaches a log line: a request is
+known by the line number of its token in the file, and by its certificate's
+subject (:func:`certificate_name`) under mutual TLS.
 
 No web framework here: start-up loads and checks the file before it serves
 (and before ``-u`` drops privileges), and the tests call it directly.
@@ -17,7 +20,7 @@ import hashlib
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from ..private_file import PrivateFileError, read_private_file
 
@@ -28,15 +31,23 @@ ROLES = (VIEWER, OPERATOR)
 MIN_TOKEN_LENGTH = 16
 
 
+# Under mutual TLS, the key of the connection's ASGI "state" that holds the
+# client certificate's subject (listener.py puts it there), and how requesters
+# are named when no token names them.
+CLIENT_CERTIFICATE = "client_certificate"
+CLIENT_CERTIFICATE_NAME = "client certificate"
+_MAX_NAME = 128  # characters of a certificate subject in a log line
+
+
 class HttpConfigError(Exception):
-    """--http or --http-tokens cannot be used as given; the daemon exits with status 2."""
+    """--http or one of its files cannot be used as given; the daemon exits with status 2."""
 
 
 @dataclass(frozen=True)
 class Principal:
     """Who made a request, as write log lines name it (never the token)."""
 
-    who: str  # "token line 3", "loopback" or "unix socket"
+    who: str  # "token line 3", "loopback", "unix socket" or "client certificate CN=alice"
     role: str
 
     @property
@@ -113,13 +124,13 @@ def _is_loopback(address: str) -> bool:
 
 
 def check_bind(host: str, port: str) -> None:
-    """The loopback rule, before binding without tokens: every address ``host``
+    """The loopback rule, before binding without credentials: every address ``host``
     names must be a loopback one (an empty host is every interface)."""
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    refusal = (f"--http {host or '*'}:{port}: without --http-tokens the HTTP listener binds only "
-               "a loopback address (127.0.0.1, ::1, localhost) or unix:PATH; give --http-tokens "
-               "FILE to serve another address")
+    refusal = (f"--http {host or '*'}:{port}: without --http-tokens or --http-client-ca the HTTP "
+               "listener binds only a loopback address (127.0.0.1, ::1, localhost) or unix:PATH; give "
+               "--http-tokens FILE or --http-client-ca FILE (mutual TLS) to serve another address")
     if not host:
         raise HttpConfigError(refusal)
     try:
@@ -155,3 +166,27 @@ def loopback_host(header: Optional[str]) -> bool:
     elif host.count(":") == 1:
         host = host.partition(":")[0]
     return host in _LOOPBACK_NAMES or _is_loopback(host)
+
+
+def certificate_name(cert: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """How a log line names a client certificate (``ssl.getpeercert()``): ``CN=alice``,
+    else its first subjectAltName (``DNS:host``, ``email:a@b``), else None.
+
+    Printable ASCII only and at most 128 characters: the subject is the
+    client's own text, and must not forge log lines.
+    """
+    if not cert:
+        return None
+    name = None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                name = f"CN={value}"
+    if name is None:
+        for kind, value in cert.get("subjectAltName", ()):
+            name = f"{kind}:{value}"
+            break
+    if name is None:
+        return None
+    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in name)
+    return clean[:_MAX_NAME]

@@ -1,0 +1,659 @@
+#!lua name=bs
+--[[
+The Redis store's whole state machine: one Redis Function per beanstalk
+command, loaded with FUNCTION LOAD REPLACE when a front end starts.  Every
+key lives under the hash tag {bs}, so one slot holds the queue and each call
+is atomic (declared key: the anchor '{bs}'; the others are built here, which
+Redis allows within the declared slot).  This mirrors beanstalk_py/engine.py
+step for step; where they could differ, the engine is the specification.
+
+Every function takes ARGV[1] = now in microseconds, or '' for the server's
+TIME (what front ends send: one clock for all of them, the primary's).  Tests
+pass their own clock so that the in-memory engine and this library can be
+driven through the same instants.  Each call first runs the timers already
+due (delays, TTRs, pauses, waiter timeouts), one at a time in (when, seq)
+order as the engine's tick does, at most MAX_TIMERS per call.
+
+Layout ({bs}: prefix omitted; ids zero-padded to 20 digits as members, so
+equal scores sort by member and lexicographic order is numeric order):
+  id                 next job id (INCR: ids are in commit order across front ends)
+  j:<id>             the job: a msgpack array (fields J_* below)
+  t:<tube>           hash: urgent reserved total deletes pauses pause unpause_at ptimer using watching
+  r:<tube>           zset ready:   score pri, member id -> (pri, id) order, also across tubes
+  d:<tube>           zset delayed: score deadline, member id -> (deadline, id)
+  b:<tube>           zset buried:  score bury seq, member id -> bury order
+  w:<tube>           zset waiters: score wait seq, member owner -> oldest waiter first
+  tubes              zset tube -> list position (the engine's swap-remove list order)
+  timers             zset score when, member <seq><kind><arg>: every timer, in (when, seq) order
+  o:<owner>          zset of the jobs an owner (client session) holds, by TTR deadline
+  wr:<owner>         msgpack {wait seq, front end, timeout timer, soon timer, tubes...}
+  in:<fe>            list of deliveries to a front end: '<owner> <outcome>' or '<owner> job <id> <body>'
+  pid:<owner>        an id taken at a put header whose body has not come yet
+  c                  hash: server-wide job and command counters
+]]
+
+local P = '{bs}:'
+local K_ID, K_TIMERS, K_TSEQ, K_TUBES, K_C = P .. 'id', P .. 'timers', P .. 'tseq', P .. 'tubes', P .. 'c'
+local K_BSEQ, K_RSEQ, K_WSEQ = P .. 'bseq', P .. 'rseq', P .. 'wseq'
+
+-- A call runs at most this many due timers first; the rest wait for the next
+-- call (a tick comes at least every few ms while anything is due).  A bound,
+-- not a measured optimum: it keeps one call under ~1 ms of Redis time.
+local MAX_TIMERS = 1000
+local URGENT = 1024
+local US = 1000000
+local SAFETY = US -- DEADLINE_SOON this long before a TTR ends (engine.SAFETY_MARGIN)
+
+-- Job record fields.
+local J_TUBE, J_PRI, J_DELAY, J_TTR, J_CREATED, J_STATE, J_OWNER, J_DEADLINE, J_TIMER = 1, 2, 3, 4, 5, 6, 7, 8, 9
+local J_RESERVES, J_TIMEOUTS, J_RELEASES, J_BURIES, J_KICKS, J_BODY, J_BSEQ, J_RSEQ = 10, 11, 12, 13, 14, 15, 16, 17
+
+-- redis.call and cmsgpack are reachable only while a function runs, not at load.
+local function pack(t) return cmsgpack.pack(t) end
+local function unpack(s) return cmsgpack.unpack(s) end
+
+local function pad(n) return string.format('%020d', n) end
+local function num(x) return tonumber(x) or 0 end
+
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * US + tonumber(t[2])
+end
+
+-- ------------------------------------------------------------------ jobs
+
+local function job_get(id)
+  local s = redis.call('GET', P .. 'j:' .. id)
+  if not s then return nil end
+  return unpack(s)
+end
+
+local function job_set(id, j) redis.call('SET', P .. 'j:' .. id, pack(j)) end
+
+-- ------------------------------------------------------------------ timers
+
+local function add_timer(when, kind, arg)
+  local m = pad(redis.call('INCR', K_TSEQ)) .. kind .. arg
+  redis.call('ZADD', K_TIMERS, when, m)
+  return m
+end
+
+local function del_timer(m)
+  if m and m ~= '' then redis.call('ZREM', K_TIMERS, m) end
+end
+
+-- ------------------------------------------------------------------ tubes
+
+local function tube_exists(name) return redis.call('ZSCORE', K_TUBES, name) ~= false end
+
+local function tube_make(name)
+  if not tube_exists(name) then redis.call('ZADD', K_TUBES, redis.call('ZCARD', K_TUBES), name) end
+end
+
+local function paused(name) return num(redis.call('HGET', P .. 't:' .. name, 'pause')) ~= 0 end
+
+-- Drop a tube nothing refers to (its counters go with it), moving the last
+-- tube of the list into its place, as the engine's SwapList does.
+local function maybe_free(name)
+  if name == 'default' then return end
+  local tkey = P .. 't:' .. name
+  local f = redis.call('HMGET', tkey, 'using', 'watching', 'reserved', 'ptimer')
+  if num(f[1]) > 0 or num(f[2]) > 0 or num(f[3]) > 0 then return end
+  if redis.call('ZCARD', P .. 'r:' .. name) > 0 or redis.call('ZCARD', P .. 'd:' .. name) > 0
+      or redis.call('ZCARD', P .. 'b:' .. name) > 0 then
+    return
+  end
+  local pos = redis.call('ZSCORE', K_TUBES, name)
+  if not pos then return end
+  local last = redis.call('ZRANGE', K_TUBES, -1, -1)[1]
+  if last ~= name then redis.call('ZADD', K_TUBES, pos, last) end
+  redis.call('ZREM', K_TUBES, name)
+  del_timer(f[4])
+  redis.call('DEL', tkey)
+end
+
+-- ------------------------------------------------------------------ queues
+
+local function make_ready(id, j)
+  local tube = j[J_TUBE]
+  j[J_STATE] = 'ready'
+  j[J_OWNER] = ''
+  redis.call('ZADD', P .. 'r:' .. tube, j[J_PRI], pad(id))
+  redis.call('HINCRBY', K_C, 'ready', 1)
+  if j[J_PRI] < URGENT then
+    redis.call('HINCRBY', K_C, 'urgent', 1)
+    redis.call('HINCRBY', P .. 't:' .. tube, 'urgent', 1)
+  end
+end
+
+local function remove_ready(id, j)
+  local tube = j[J_TUBE]
+  redis.call('ZREM', P .. 'r:' .. tube, pad(id))
+  redis.call('HINCRBY', K_C, 'ready', -1)
+  if j[J_PRI] < URGENT then
+    redis.call('HINCRBY', K_C, 'urgent', -1)
+    redis.call('HINCRBY', P .. 't:' .. tube, 'urgent', -1)
+  end
+end
+
+local function make_delayed(id, j, now)
+  j[J_STATE] = 'delayed'
+  j[J_DEADLINE] = now + j[J_DELAY] * US
+  redis.call('ZADD', P .. 'd:' .. j[J_TUBE], j[J_DEADLINE], pad(id))
+  j[J_TIMER] = add_timer(j[J_DEADLINE], 'd', id)
+  redis.call('HINCRBY', K_C, 'delayed', 1)
+end
+
+local function remove_delayed(id, j)
+  redis.call('ZREM', P .. 'd:' .. j[J_TUBE], pad(id))
+  del_timer(j[J_TIMER])
+  j[J_TIMER] = ''
+  redis.call('HINCRBY', K_C, 'delayed', -1)
+end
+
+local function make_buried(id, j)
+  j[J_STATE] = 'buried'
+  j[J_OWNER] = ''
+  j[J_BSEQ] = redis.call('INCR', K_BSEQ)
+  redis.call('ZADD', P .. 'b:' .. j[J_TUBE], j[J_BSEQ], pad(id))
+  redis.call('HINCRBY', K_C, 'buried', 1)
+end
+
+local function remove_buried(id, j)
+  redis.call('ZREM', P .. 'b:' .. j[J_TUBE], pad(id))
+  redis.call('HINCRBY', K_C, 'buried', -1)
+end
+
+local function reserve(id, j, owner, now)
+  j[J_STATE] = 'reserved'
+  j[J_OWNER] = owner
+  j[J_RESERVES] = j[J_RESERVES] + 1
+  j[J_DEADLINE] = now + j[J_TTR] * US
+  j[J_RSEQ] = redis.call('INCR', K_RSEQ) -- a connection's reserve order: close gives jobs back in it
+  j[J_TIMER] = add_timer(j[J_DEADLINE], 't', id)
+  redis.call('HINCRBY', P .. 't:' .. j[J_TUBE], 'reserved', 1)
+  redis.call('HINCRBY', K_C, 'reserved', 1)
+  redis.call('ZADD', P .. 'o:' .. owner, j[J_DEADLINE], pad(id))
+end
+
+local function unreserve(id, j)
+  redis.call('ZREM', P .. 'o:' .. j[J_OWNER], pad(id))
+  redis.call('HINCRBY', P .. 't:' .. j[J_TUBE], 'reserved', -1)
+  redis.call('HINCRBY', K_C, 'reserved', -1)
+  del_timer(j[J_TIMER])
+  j[J_TIMER] = ''
+  j[J_OWNER] = ''
+end
+
+-- Take a ready, buried or delayed job out of its queue.
+local function unqueue(id, j)
+  local state = j[J_STATE]
+  if state == 'ready' then remove_ready(id, j)
+  elseif state == 'buried' then remove_buried(id, j)
+  else remove_delayed(id, j) end
+end
+
+-- ------------------------------------------------------------------ waiting
+
+local function deadline_soon(owner, now)
+  local r = redis.call('ZRANGE', P .. 'o:' .. owner, 0, 0, 'WITHSCORES')
+  if #r == 0 then return false end
+  return now >= tonumber(r[2]) - SAFETY
+end
+
+local function waiter_get(owner)
+  local s = redis.call('GET', P .. 'wr:' .. owner)
+  if not s then return nil end
+  return unpack(s)
+end
+
+-- A waiter's DEADLINE_SOON timer: the soonest TTR of its jobs, less the margin.
+local function schedule_soon(owner, w)
+  del_timer(w[4])
+  w[4] = ''
+  local r = redis.call('ZRANGE', P .. 'o:' .. owner, 0, 0, 'WITHSCORES')
+  if #r > 0 then w[4] = add_timer(tonumber(r[2]) - SAFETY, 's', owner) end
+end
+
+local function stop_waiting(owner)
+  local w = waiter_get(owner)
+  if w == nil then return nil end
+  for i = 5, #w do redis.call('ZREM', P .. 'w:' .. w[i], owner) end
+  del_timer(w[3])
+  del_timer(w[4])
+  redis.call('DEL', P .. 'wr:' .. owner)
+  return w
+end
+
+local function deliver(fe, item) redis.call('RPUSH', P .. 'in:' .. fe, item) end
+
+-- Hand ready jobs of a tube to its waiters, oldest waiter first.
+local function dispatch(tube, now)
+  local wkey, rkey = P .. 'w:' .. tube, P .. 'r:' .. tube
+  while not paused(tube) do
+    local owner = redis.call('ZRANGE', wkey, 0, 0)[1]
+    if not owner then return end
+    local head = redis.call('ZRANGE', rkey, 0, 0)[1]
+    if not head then return end
+    local w = stop_waiting(owner)
+    local id = tonumber(head)
+    local j = job_get(id)
+    remove_ready(id, j)
+    reserve(id, j, owner, now)
+    job_set(id, j)
+    deliver(w[2], owner .. ' job ' .. string.format('%d', id) .. ' ' .. j[J_BODY])
+  end
+end
+
+-- ------------------------------------------------------------------ timers due
+
+local function delay_ends(id, now)
+  local j = job_get(id)
+  if j == nil or j[J_STATE] ~= 'delayed' then return end
+  j[J_TIMER] = ''
+  remove_delayed(id, j)
+  make_ready(id, j)
+  job_set(id, j)
+  dispatch(j[J_TUBE], now)
+end
+
+local function ttr_ends(id, now)
+  local j = job_get(id)
+  if j == nil or j[J_STATE] ~= 'reserved' then return end
+  local owner = j[J_OWNER]
+  j[J_TIMER] = ''
+  unreserve(id, j)
+  j[J_TIMEOUTS] = j[J_TIMEOUTS] + 1
+  redis.call('HINCRBY', K_C, 'timeouts', 1)
+  make_ready(id, j)
+  job_set(id, j)
+  local w = waiter_get(owner)
+  if w ~= nil then
+    schedule_soon(owner, w)
+    redis.call('SET', P .. 'wr:' .. owner, pack(w))
+  end
+  dispatch(j[J_TUBE], now)
+end
+
+local function unpause(tube, now)
+  redis.call('HSET', P .. 't:' .. tube, 'pause', 0, 'ptimer', '')
+  dispatch(tube, now)
+end
+
+local function wait_ends(owner, now, kind)
+  local soon = kind == 's' or deadline_soon(owner, now)
+  local w = stop_waiting(owner)
+  if w ~= nil then deliver(w[2], owner .. (soon and ' DEADLINE_SOON' or ' TIMED_OUT')) end
+end
+
+local function run_timers(now)
+  for _ = 1, MAX_TIMERS do
+    local m = redis.call('ZRANGEBYSCORE', K_TIMERS, '-inf', now, 'LIMIT', 0, 1)[1]
+    if not m then return end
+    redis.call('ZREM', K_TIMERS, m)
+    local kind, arg = m:sub(21, 21), m:sub(22)
+    if kind == 'd' then delay_ends(tonumber(arg), now)
+    elseif kind == 't' then ttr_ends(tonumber(arg), now)
+    elseif kind == 'u' then unpause(arg, now)
+    else wait_ends(arg, now, kind) end
+  end
+end
+
+-- ------------------------------------------------------------------ commands
+
+local function job_reply(id, j) return {id, j[J_BODY]} end
+
+-- bs_init(now): the default tube exists from the start.
+local function init(now, a)
+  tube_make('default')
+  return 1
+end
+
+-- bs_take_id(now, owner): use up one id (a put header was read).  With an
+-- owner, the put that follows takes it from pid:<owner>.
+local function take_id(now, a)
+  local id = redis.call('INCR', K_ID)
+  if a[2] ~= '' then redis.call('SET', P .. 'pid:' .. a[2], id, 'PX', 600000) end
+  return id
+end
+
+-- bs_put(now, tube, pri, delay, ttr, body, owner-with-taken-id or '') -> id
+local function put(now, a)
+  local tube, pri, delay, ttr, body, taken = a[2], tonumber(a[3]), tonumber(a[4]), tonumber(a[5]), a[6], a[7]
+  -- Checked before any write: Redis does not undo a script's writes on error.
+  if not (pri and delay and ttr and body and taken) then return redis.error_reply('ERR bad put arguments') end
+  local id
+  if taken ~= '' then
+    id = tonumber(redis.call('GET', P .. 'pid:' .. taken))
+    redis.call('DEL', P .. 'pid:' .. taken)
+  end
+  if id == nil then id = redis.call('INCR', K_ID) end
+  tube_make(tube)
+  if ttr < 1 then ttr = 1 end
+  local j = {tube, pri, delay, ttr, now, 'ready', '', 0, '', 0, 0, 0, 0, 0, body, 0, 0}
+  redis.call('HINCRBY', P .. 't:' .. tube, 'total', 1)
+  redis.call('HINCRBY', K_C, 'total', 1)
+  if delay > 0 then
+    make_delayed(id, j, now)
+    job_set(id, j)
+  else
+    make_ready(id, j)
+    job_set(id, j)
+    dispatch(tube, now)
+  end
+  return id
+end
+
+-- bs_reserve(now, owner, fe, timeout, tubes...) -> {id, body} | 'TIMED_OUT'
+-- | 'DEADLINE_SOON' | 'WAIT' (registered as a waiter; the outcome comes
+-- through in:<fe>).  timeout < 0: wait for ever.
+local function reserve_cmd(now, a)
+  local owner, fe, timeout = a[2], a[3], tonumber(a[4])
+  local soon = deadline_soon(owner, now)
+  if soon then
+    local any = false
+    for i = 5, #a do
+      if redis.call('ZCARD', P .. 'r:' .. a[i]) > 0 then any = true break end
+    end
+    if not any then return 'DEADLINE_SOON' end
+  end
+  local best_tube, best_pri, best_id
+  for i = 5, #a do
+    local tube = a[i]
+    if not paused(tube) then
+      local r = redis.call('ZRANGE', P .. 'r:' .. tube, 0, 0, 'WITHSCORES')
+      if #r > 0 then
+        local pri = tonumber(r[2])
+        if best_tube == nil or pri < best_pri or (pri == best_pri and r[1] < best_id) then
+          best_tube, best_pri, best_id = tube, pri, r[1]
+        end
+      end
+    end
+  end
+  if best_tube ~= nil then
+    local id = tonumber(best_id)
+    local j = job_get(id)
+    remove_ready(id, j)
+    reserve(id, j, owner, now)
+    job_set(id, j)
+    return job_reply(id, j)
+  end
+  if timeout == 0 then return soon and 'DEADLINE_SOON' or 'TIMED_OUT' end
+  local seq = redis.call('INCR', K_WSEQ)
+  local w = {seq, fe, '', ''}
+  for i = 5, #a do
+    w[#w + 1] = a[i]
+    redis.call('ZADD', P .. 'w:' .. a[i], seq, owner)
+  end
+  if timeout > 0 then w[3] = add_timer(now + timeout * US, 'w', owner) end
+  schedule_soon(owner, w)
+  redis.call('SET', P .. 'wr:' .. owner, pack(w))
+  return 'WAIT'
+end
+
+-- bs_unwait(now, owner) -> 1 if it was still waiting, 0 if its outcome is
+-- already on its way (in the front end's inbox).
+local function unwait(now, a)
+  if stop_waiting(a[2]) == nil then return 0 end
+  return 1
+end
+
+local function own_reserved(owner, id)
+  local j = job_get(id)
+  if j ~= nil and j[J_STATE] == 'reserved' and j[J_OWNER] == owner then return j end
+  return nil
+end
+
+-- bs_reserve_job(now, owner, id) -> {id, body} | nil
+local function reserve_job(now, a)
+  local owner, id = a[2], tonumber(a[3])
+  local j = job_get(id)
+  if j == nil or j[J_STATE] == 'reserved' then return false end
+  unqueue(id, j)
+  reserve(id, j, owner, now)
+  job_set(id, j)
+  return job_reply(id, j)
+end
+
+-- bs_delete(now, owner, id) -> 1 | 0.  owner '': an operator's delete,
+-- never of a reserved job.
+local function delete(now, a)
+  local owner, id = a[2], tonumber(a[3])
+  local j = job_get(id)
+  if j == nil then return 0 end
+  if j[J_STATE] == 'reserved' then
+    if j[J_OWNER] ~= owner then return 0 end
+    unreserve(id, j)
+  else
+    unqueue(id, j)
+  end
+  redis.call('HINCRBY', P .. 't:' .. j[J_TUBE], 'deletes', 1)
+  redis.call('DEL', P .. 'j:' .. id)
+  maybe_free(j[J_TUBE])
+  return 1
+end
+
+-- bs_release(now, owner, id, pri, delay) -> 1 | 0
+local function release(now, a)
+  local owner, id, pri, delay = a[2], tonumber(a[3]), tonumber(a[4]), tonumber(a[5])
+  local j = own_reserved(owner, id)
+  if j == nil then return 0 end
+  j[J_RELEASES] = j[J_RELEASES] + 1
+  unreserve(id, j)
+  j[J_PRI] = pri
+  j[J_DELAY] = delay
+  if delay > 0 then
+    make_delayed(id, j, now)
+    job_set(id, j)
+  else
+    make_ready(id, j)
+    job_set(id, j)
+    dispatch(j[J_TUBE], now)
+  end
+  return 1
+end
+
+-- bs_bury(now, owner, id, pri) -> 1 | 0
+local function bury(now, a)
+  local owner, id, pri = a[2], tonumber(a[3]), tonumber(a[4])
+  local j = own_reserved(owner, id)
+  if j == nil then return 0 end
+  j[J_BURIES] = j[J_BURIES] + 1
+  unreserve(id, j)
+  j[J_PRI] = pri
+  make_buried(id, j)
+  job_set(id, j)
+  return 1
+end
+
+-- bs_touch(now, owner, id) -> 1 | 0
+local function touch(now, a)
+  local owner, id = a[2], tonumber(a[3])
+  local j = own_reserved(owner, id)
+  if j == nil then return 0 end
+  j[J_DEADLINE] = now + j[J_TTR] * US
+  del_timer(j[J_TIMER])
+  j[J_TIMER] = add_timer(j[J_DEADLINE], 't', id)
+  redis.call('ZADD', P .. 'o:' .. owner, j[J_DEADLINE], pad(id))
+  job_set(id, j)
+  return 1
+end
+
+local function kick_one(id, j, now)
+  j[J_KICKS] = j[J_KICKS] + 1
+  unqueue(id, j)
+  make_ready(id, j)
+  job_set(id, j)
+  -- Each kicked job goes to waiters at once, as 1.12's enqueue_job does.
+  dispatch(j[J_TUBE], now)
+end
+
+-- bs_kick(now, tube, bound) -> kicked: buried jobs, or if none, delayed ones.
+local function kick(now, a)
+  local tube, bound = a[2], tonumber(a[3])
+  if not tube_exists(tube) then return 0 end
+  local q = P .. 'b:' .. tube
+  if redis.call('ZCARD', q) == 0 then q = P .. 'd:' .. tube end
+  local kicked = 0
+  while kicked < bound do
+    local head = redis.call('ZRANGE', q, 0, 0)[1]
+    if not head then break end
+    local id = tonumber(head)
+    kick_one(id, job_get(id), now)
+    kicked = kicked + 1
+  end
+  return kicked
+end
+
+-- bs_kick_job(now, id) -> 1 | 0
+local function kick_job(now, a)
+  local id = tonumber(a[2])
+  local j = job_get(id)
+  if j == nil or (j[J_STATE] ~= 'buried' and j[J_STATE] ~= 'delayed') then return 0 end
+  kick_one(id, j, now)
+  return 1
+end
+
+-- bs_peek(now, id) -> {id, body} | nil
+local function peek(now, a)
+  local id = tonumber(a[2])
+  local j = job_get(id)
+  if j == nil then return false end
+  return job_reply(id, j)
+end
+
+local QUEUE = {ready = 'r:', delayed = 'd:', buried = 'b:'}
+
+-- bs_peek_tube(now, tube, state) -> {id, body} | nil
+local function peek_tube(now, a)
+  local head = redis.call('ZRANGE', P .. QUEUE[a[3]] .. a[2], 0, 0)[1]
+  if not head then return false end
+  local id = tonumber(head)
+  return job_reply(id, job_get(id))
+end
+
+-- bs_pause(now, tube, seconds) -> 1 | 0
+local function pause(now, a)
+  local tube, delay = a[2], tonumber(a[3])
+  if not tube_exists(tube) then return 0 end
+  local tkey = P .. 't:' .. tube
+  redis.call('HINCRBY', tkey, 'pauses', 1)
+  del_timer(redis.call('HGET', tkey, 'ptimer'))
+  if delay == 0 then
+    -- As the engine: a zero pause ends at once and wakes the waiters.
+    redis.call('HSET', tkey, 'pause', 0, 'unpause_at', now, 'ptimer', '')
+    dispatch(tube, now)
+    return 1
+  end
+  local at = now + delay * US
+  redis.call('HSET', tkey, 'pause', delay * US, 'unpause_at', at, 'ptimer', add_timer(at, 'u', tube))
+  return 1
+end
+
+-- bs_ref(now, tube, field, delta, ...): use/watch counts of tubes (written
+-- behind: the front end answers use/watch/ignore itself).  A positive delta
+-- makes the tube; a negative one may free it.
+local function ref(now, a)
+  for i = 2, #a, 3 do
+    local tube, field, delta = a[i], a[i + 1], tonumber(a[i + 2])
+    if delta > 0 then tube_make(tube) end
+    redis.call('HINCRBY', P .. 't:' .. tube, field, delta)
+    if delta < 0 then maybe_free(tube) end
+  end
+  return 1
+end
+
+-- bs_close(now, owner, use, watched...): a client went away.  Its jobs go
+-- back in reserve order, each offered to waiters; then its tubes are let go.
+local function close(now, a)
+  local owner = a[2]
+  stop_waiting(owner)
+  local held = redis.call('ZRANGE', P .. 'o:' .. owner, 0, -1)
+  local jobs = {}
+  for i = 1, #held do
+    local id = tonumber(held[i])
+    jobs[i] = {id, job_get(id)}
+  end
+  table.sort(jobs, function(x, y) return x[2][J_RSEQ] < y[2][J_RSEQ] end)
+  for i = 1, #jobs do
+    local id, j = jobs[i][1], jobs[i][2]
+    unreserve(id, j)
+    make_ready(id, j)
+    job_set(id, j)
+    dispatch(j[J_TUBE], now)
+  end
+  for i = 4, #a do
+    redis.call('HINCRBY', P .. 't:' .. a[i], 'watching', -1)
+    maybe_free(a[i])
+  end
+  redis.call('HINCRBY', P .. 't:' .. a[3], 'using', -1)
+  maybe_free(a[3])
+  return 1
+end
+
+-- bs_stats_job(now, id) -> nil | {id, tube, state, pri, created, delay, ttr,
+-- deadline, reserves, timeouts, releases, buries, kicks, now}
+local function stats_job(now, a)
+  local id = tonumber(a[2])
+  local j = job_get(id)
+  if j == nil then return false end
+  return {id, j[J_TUBE], j[J_STATE], j[J_PRI], j[J_CREATED], j[J_DELAY], j[J_TTR], j[J_DEADLINE],
+          j[J_RESERVES], j[J_TIMEOUTS], j[J_RELEASES], j[J_BURIES], j[J_KICKS], now}
+end
+
+-- bs_stats_tube(now, tube) -> nil | {urgent, ready, reserved, delayed, buried,
+-- total, using, watching, waiting, deletes, pauses, pause, unpause_at, now}
+local function stats_tube(now, a)
+  local tube = a[2]
+  if not tube_exists(tube) then return false end
+  local f = redis.call('HMGET', P .. 't:' .. tube, 'urgent', 'reserved', 'total', 'using', 'watching',
+                 'deletes', 'pauses', 'pause', 'unpause_at')
+  return {num(f[1]), redis.call('ZCARD', P .. 'r:' .. tube), num(f[2]), redis.call('ZCARD', P .. 'd:' .. tube),
+          redis.call('ZCARD', P .. 'b:' .. tube), num(f[3]), num(f[4]), num(f[5]),
+          redis.call('ZCARD', P .. 'w:' .. tube), num(f[6]), num(f[7]), num(f[8]), num(f[9]), now}
+end
+
+-- bs_stats(now, name, delta, ...) -> {current-tubes, field, value, ...}: the
+-- front end's unsent command counts are added first.
+local function stats(now, a)
+  for i = 2, #a, 2 do redis.call('HINCRBY', K_C, a[i], a[i + 1]) end
+  local out = {redis.call('ZCARD', K_TUBES)}
+  local all = redis.call('HGETALL', K_C)
+  for i = 1, #all do out[#out + 1] = all[i] end
+  return out
+end
+
+-- bs_count(now, name, delta, ...): command counts, written behind.
+local function count(now, a)
+  for i = 2, #a, 2 do redis.call('HINCRBY', K_C, a[i], a[i + 1]) end
+  return 1
+end
+
+-- bs_list_tubes(now) -> names in list order
+local function list_tubes(now, a) return redis.call('ZRANGE', K_TUBES, 0, -1) end
+
+-- bs_tick(now) -> {now, next timer's time or -1}
+local function tick(now, a)
+  local r = redis.call('ZRANGE', K_TIMERS, 0, 0, 'WITHSCORES')
+  return {now, #r > 0 and tonumber(r[2]) or -1}
+end
+
+-- (A plain loop: pairs() is not reachable while the library loads.)
+local COMMANDS = {
+  'init', init, 'take_id', take_id, 'put', put, 'reserve', reserve_cmd, 'unwait', unwait,
+  'reserve_job', reserve_job, 'delete', delete, 'release', release, 'bury', bury, 'touch', touch,
+  'kick', kick, 'kick_job', kick_job, 'peek', peek, 'peek_tube', peek_tube, 'pause', pause,
+  'ref', ref, 'close', close, 'stats_job', stats_job, 'stats_tube', stats_tube, 'stats', stats,
+  'count', count, 'list_tubes', list_tubes, 'tick', tick,
+}
+
+local function register(name, fn)
+  redis.register_function('bs_' .. name, function(keys, args)
+    local now = clock(args[1])
+    run_timers(now)
+    return fn(now, args)
+  end)
+end
+
+for i = 1, #COMMANDS, 2 do register(COMMANDS[i], COMMANDS[i + 1]) end

@@ -1,0 +1,131 @@
+"""A private redis-server for tests: started on a free loopback port in a temp
+directory, with no persistence, and stopped by its pid.
+
+Tests that need it take the ``redis_server`` fixture (one server per test
+module, flushed between tests by ``redis_db``); where ``redis-server`` is not
+installed they are skipped with the reason (``.ci/run`` installs it from apt).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import pytest
+
+REDIS_BINARY = shutil.which("redis-server")
+SKIP_REASON = "redis-server is not installed (apt-get install -y redis-server); .ci/run installs it"
+
+
+def _free_port() -> int:
+    # redis-server takes no inherited socket, so a port is chosen and freed:
+    # racy in principle; start() retries on a bind failure.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process we started (and only we stop)."""
+
+    port: int = 0
+    proc: Optional[subprocess.Popen] = None
+    workdir: Optional[tempfile.TemporaryDirectory] = None
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        if REDIS_BINARY is None:
+            pytest.skip(SKIP_REASON)
+        self.workdir = tempfile.TemporaryDirectory(prefix="bs-redis-")
+        for _attempt in range(5):
+            self.port = _free_port()
+            self.proc = subprocess.Popen(
+                [REDIS_BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self.workdir.name, "--daemonize", "no",
+                 "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break  # most likely the port was taken meanwhile: try another
+                if self._ping():
+                    return self
+                time.sleep(0.02)
+            else:
+                self.stop()
+                raise RuntimeError("redis-server did not answer PING")
+        raise RuntimeError(f"redis-server would not start: {self.proc.communicate()[0]!r}")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.workdir is not None:
+            self.workdir.cleanup()
+            self.workdir = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class StoreRig:
+    """A :class:`~beanstalk_py.redisstore.store.RedisStore` on a blocking
+    client, on a flushed database, driven like tests/rig.py drives the engine:
+    every call's ``now`` is sent as the store's clock (``clock="caller"``)."""
+
+    def __init__(self, server: RedisServer, fe_id: str = "fe0", flush: bool = True,
+                 max_job_size: int = 65535) -> None:
+        from beanstalk_py.redisstore.resp import BlockingRedis
+        from beanstalk_py.redisstore.store import RedisStore
+
+        self.client = BlockingRedis("127.0.0.1", server.port)
+        if flush:
+            self.client.execute("FLUSHALL")
+        self.store = RedisStore(self.client, clock="caller", fe_id=fe_id, max_job_size=max_job_size)
+        self.store.start()
+        self.client.flush()
+
+    def settle(self, now: int) -> None:
+        """Send what was queued, read the replies, deliver them; until quiet."""
+        while True:
+            self.client.flush()
+            batch = self.store.take_completed()
+            if not batch:
+                if not self.client.pipe.queued:
+                    return
+                continue
+            for owner, completion in batch:
+                owner.deliver(completion, now)
+
+    def close(self) -> None:
+        self.client.close()
