@@ -126,33 +126,25 @@ _FLAGS = ("http-read-only",)  # long options without a value
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^\[\]]*):[0-9]+")
 
 
+# Options whose value is stored as given (a file or an address), by attribute.
+_AS_GIVEN = {name: name.replace("-", "_") for name in (
+    "tls-listen", "tls-cert", "tls-key", "tls-client-ca",
+    "http-tokens", "http-cert", "http-key", "http-client-ca", "http-status-secret")}
+
+
 def _parse_long(opts: Options, name: str, value: str) -> None:
-    if name == "max-connections":
+    if name in _AS_GIVEN:
+        setattr(opts, _AS_GIVEN[name], value)
+    elif name == "max-connections":
         if not value.isdigit():
             warn(f"--max-connections needs a whole number, not {value!r}")
             _usage(EXIT_USAGE)
         opts.max_connections = int(value)
-    elif name == "tls-listen":
-        opts.tls_listen = value
-    elif name == "tls-cert":
-        opts.tls_cert = value
-    elif name == "tls-key":
-        opts.tls_key = value
-    elif name == "tls-client-ca":
-        opts.tls_client_ca = value
     elif name == "http":
         if not (value.startswith("unix:") and len(value) > 5) and not _HOST_PORT.fullmatch(value):
             warn(f"--http needs ADDR:PORT or unix:PATH, not {value!r}")
             _usage(EXIT_USAGE)
         opts.http = value
-    elif name == "http-tokens":
-        opts.http_tokens = value
-    elif name == "http-cert":
-        opts.http_cert = value
-    elif name == "http-key":
-        opts.http_key = value
-    elif name == "http-client-ca":
-        opts.http_client_ca = value
     elif name == "http-max-connections":
         if not value.isdigit() or int(value) < 1:
             warn(f"--http-max-connections needs a whole number of at least 1, not {value!r}")
@@ -160,8 +152,6 @@ def _parse_long(opts: Options, name: str, value: str) -> None:
         opts.http_max_connections = int(value)
     elif name == "http-read-only":
         opts.http_read_only = True
-    elif name == "http-status-secret":
-        opts.http_status_secret = value
     elif name == "http-cors-origins":
         origins = tuple(part.strip() for part in value.split(",") if part.strip())
         if not origins:

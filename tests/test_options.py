@@ -88,6 +88,14 @@ def test_long_options() -> None:
     assert (opts.http, opts.http_tokens) == ("[::1]:8080", "/etc/tokens")
     assert parse_args(["--http", "unix:/run/b.sock"]).http == "unix:/run/b.sock"
     assert parse_args([]).http is None
+    opts = parse_args(["--http", "127.0.0.1:1", "--http-cert", "c.pem", "--http-key=k.pem", "--http-client-ca",
+                       "ca.pem", "--http-max-connections", "9", "--http-read-only", "--http-status-secret", "s",
+                       "--http-cors-origins", "https://a.example, https://b.example"])
+    assert (opts.http_cert, opts.http_key, opts.http_client_ca) == ("c.pem", "k.pem", "ca.pem")
+    assert (opts.http_max_connections, opts.http_read_only, opts.http_status_secret) == (9, True, "s")
+    assert opts.http_cors_origins == ("https://a.example", "https://b.example")
+    defaults = parse_args([])
+    assert (defaults.http_max_connections, defaults.http_read_only, defaults.http_cors_origins) == (256, False, ("*",))
 
 
 @pytest.mark.parametrize(
@@ -102,6 +110,12 @@ def test_long_options() -> None:
         (["--http", "8080"], "ADDR:PORT or unix:PATH"),
         (["--http", "unix:"], "ADDR:PORT or unix:PATH"),
         (["--http-tokens", "t"], "needs --http"),
+        (["--http-read-only", "--http-status-secret", "s"], "--http-status-secret, --http-read-only need --http"),
+        (["--http", ":1", "--http-cert", "c"], "--http-cert and --http-key go together"),
+        (["--http", ":1", "--http-client-ca", "ca"], "needs --http-cert"),
+        (["--http", ":1", "--http-read-only=yes"], "takes no value"),
+        (["--http", ":1", "--http-max-connections", "0"], "at least 1"),
+        (["--http", ":1", "--http-cors-origins", " , "], "at least one origin"),
     ],
 )
 def test_long_option_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
