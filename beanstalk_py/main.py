@@ -10,7 +10,7 @@ import select
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .listen import ListenError, describe, inherited_sockets, make_listener, split_host_port
 from .log import warn
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from .binlog import Binlog
     from .engine import Engine
+    from .redisstore.service import StoreService
+    from .store import Store
 
 # trio is imported only after the socket is bound and, unless -u is given,
 # while the engine already answers clients (startup.py): importing it takes
@@ -32,9 +34,12 @@ if TYPE_CHECKING:
 
 EXIT_LISTEN = 111
 EXIT_TLS = 2  # the TLS certificate, key or CA could not be loaded
+PROGRESS_EVERY_S = 1.0  # a replay progress line at most this often
+LARGE_REPLAY_JOBS = 100_000  # a restore this large says when it is done
 EXIT_HTTP = 2  # --http refused: the extra is missing, a bad token file, a non-loopback address without tokens
 EXIT_BINLOG_LOCK = 10
 EXIT_BINLOG = 1
+EXIT_STORE = 2  # --store: hiredis missing, Redis unreachable or too old at start, or lost later
 
 # Under systemd (Type=notify), EXTEND_TIMEOUT_USEC keeps a long binlog replay
 # from hitting TimeoutStartSec=.  Measured on the 2-core test machine (exec to
@@ -150,11 +155,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"bind {http_listener.sock.fileno()} {http_listener.address} (HTTP)", flush=True)
 
     from .dispatch import Dispatcher, now_ns
-    from .engine import Engine
     from .stats import ServerInfo
 
-    # With --http-status-secret, the last 65,536 deleted ids answer /status with "done".
-    store = Engine(max_job_size=opts.max_job_size, remember_deleted=65536 if opts.http_status_secret else 0)
+    store: Store[Any]
+    store_tasks = None
+    if opts.store is not None:
+        try:
+            store, store_tasks = make_redis_store(opts)
+        except _StoreFailed as failed:
+            warn(str(failed))
+            return EXIT_STORE
+    else:
+        from .engine import Engine
+
+        # With --http-status-secret, the last 65,536 deleted ids answer /status with "done".
+        store = Engine(max_job_size=opts.max_job_size, remember_deleted=65536 if opts.http_status_secret else 0)
     startup.attach(store)
     wal: Optional[Binlog] = None
     try:
@@ -175,11 +190,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             # Meanwhile a thread answers --http's probes (http/probe.py: no trio yet).
             replaying = contextlib.nullcontext() if http_listener is None else http_listener.replay_probes()
             with replaying:
+                assert isinstance(store, Engine)  # -b is refused with --store (options.py)
                 wal = open_binlog(opts, store, notifier)
         info = ServerInfo(started_at=now_ns(), binlog_max_size=opts.binlog_size)
         dispatcher = Dispatcher(store, info, verbose=opts.verbose, max_connections=opts.max_connections)
         epoll = None
-        if default_io_mode() == "epoll":
+        if store_tasks is not None:
+            # Store mode uses the streams driver: the epoll driver's private
+            # wait (up to 2 ms, epoll_loop.py) does not yield to trio, so the
+            # Redis replies would wait behind it.  Nothing is served before
+            # trio runs either: every answer comes from Redis.
+            store_tasks.settle = lambda: dispatcher.settle(now_ns())
+        elif default_io_mode() == "epoll":
             from .epoll_loop import EpollLoop
 
             epoll = EpollLoop(dispatcher, socks, now_ns)
@@ -191,10 +213,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         server = Server(dispatcher, epoll=epoll, stream_listeners=[] if epoll else socks,
                         tls_listeners=tls_listeners, tls_handshake_timeout=opts.tls_handshake_timeout,
-                        stop_requested=lambda: startup.stop, notifier=notifier, http=http_listener)
+                        stop_requested=lambda: startup.stop, notifier=notifier, http=http_listener,
+                        store_tasks=store_tasks)
         tune_gc()
         startup.check()
-        trio.run(server.run)
+        if store_tasks is None:
+            trio.run(server.run)
+        else:
+            failure = _run_with_store(trio, server)
+            if failure is not None:
+                warn(failure)
+                return EXIT_STORE
     except Stopped:
         return 0
     except _BinlogFailed as failed:
@@ -203,6 +232,46 @@ def main(argv: Optional[list[str]] = None) -> int:
         if wal is not None:
             wal.close()
     return 0
+
+
+class _StoreFailed(Exception):
+    """The store could not be made (its message says why)."""
+
+
+def make_redis_store(opts: Options) -> tuple["Store[Any]", "StoreService"]:
+    """The Redis store for --store and its tasks (_StoreFailed without hiredis)."""
+    from .redisstore.address import parse_store_url
+    from .redisstore.resp import RedisError, TrioRedis
+    from .redisstore.service import StoreService
+    from .redisstore.store import RedisStore
+
+    assert opts.store is not None
+    address = parse_store_url(opts.store)  # checked by options.py
+    try:
+        command = TrioRedis(address.host, address.port, address.db)
+    except RedisError as exc:  # no hiredis: the message names the extra
+        raise _StoreFailed(f"--store: {exc}") from None
+    store = RedisStore(command, max_job_size=opts.max_job_size, service=True)
+    return store, StoreService(store, command, address, settle=lambda: None)
+
+
+def _run_with_store(trio: Any, server: Any) -> Optional[str]:
+    """trio.run in store mode: a Redis failure (at start or later) is a
+    message and an exit status, not a traceback."""
+    from .redisstore.resp import RedisError
+
+    try:
+        trio.run(server.run)
+    except BaseExceptionGroup as group:
+        lost = group.subgroup(lambda exc: isinstance(exc, RedisError))
+        if lost is None:
+            raise
+        while isinstance(lost, BaseExceptionGroup):
+            lost = lost.exceptions[0]
+        return f"store: {lost}"
+    except RedisError as exc:
+        return f"store: {exc}"
+    return None
 
 
 def default_io_mode() -> str:
@@ -249,17 +318,24 @@ def open_binlog(opts: Options, engine: "Engine", notifier: Optional[Notifier] = 
     wal = Binlog(directory, opts.binlog_size, opts.fsync_ms if opts.fsync else None,
                  clock=now_ns, wall_clock=time.time_ns)
     notifier = notifier or Notifier()
+    started = time.monotonic()
     last_extend = [float("-inf")]
+    last_line = [started]
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
-        if done and done < total and now - last_extend[0] < EXTEND_EVERY_S:
+        percent = 100 * done // total if total else 100
+        if done < total and now - last_line[0] >= PROGRESS_EVERY_S:
+            # A line a second while a long replay runs, so an operator sees it move.
+            last_line[0] = now
+            warn(f"replaying the binlog in {directory}: {percent}% of {total / 1e6:.1f} MB "
+                 f"after {now - started:.0f} s")
+        if not notifier.enabled or (done and done < total and now - last_extend[0] < EXTEND_EVERY_S):
             return
         last_extend[0] = now
         # What is left to read, and the whole again in case it is rewritten
         # (a damaged or beanstalkd log is checkpointed into new files).
         seconds = (total - done + total) / EXTEND_REPLAY_BYTES_PER_S
-        percent = 100 * done // total if total else 100
         notifier.extend_timeout(max(EXTEND_MIN_S, seconds),
                                 f"replaying the binlog: {percent}% of {total / 1e6:.1f} MB")
 
@@ -281,7 +357,7 @@ def _replay(opts: Options, wal: "Binlog", engine: "Engine", notifier: Notifier,
     from .dispatch import now_ns
 
     try:
-        records, next_id = wal.open(progress if notifier.enabled else None)
+        records, next_id = wal.open(progress)
     except BinlogLockError as exc:
         warn(f"failed to lock binlog dir {opts.binlog_dir}: {exc}")
         raise _BinlogFailed(EXIT_BINLOG_LOCK)
@@ -293,6 +369,8 @@ def _replay(opts: Options, wal: "Binlog", engine: "Engine", notifier: Notifier,
                                 f"restoring {len(records)} jobs")
     engine.restore(records, next_id, now_ns(), time.time_ns())
     engine.attach_wal(wal, wal.durability)
+    if len(records) >= LARGE_REPLAY_JOBS:
+        warn(f"restored {len(records)} jobs from the binlog in {opts.binlog_dir}")
     if opts.verbose:
         print(f"binlog {opts.binlog_dir}: {len(records)} jobs restored, next id {max(next_id, 1)}",
               flush=True)

@@ -161,3 +161,28 @@ def test_accepting_pauses_at_the_fd_ceiling_until_a_client_leaves(early_loop) ->
     assert _recv_now(third) == b"USING default\r\n"
     second.close()
     third.close()
+
+
+def test_a_long_replay_says_how_far_it_is(tmp_path, monkeypatch, capsys) -> None:
+    """A line while the binlog replays (here after every file: the interval is
+    set to 0) and one when a large restore is done."""
+    from beanstalk_py import main as daemon_main
+    from beanstalk_py.options import parse_args
+
+    opts = parse_args(["-b", str(tmp_path), "-s", "4096"])
+    wal = daemon_main.open_binlog(opts, Engine())
+    writer = Engine()
+    writer.attach_wal(wal, wal.durability)
+    for _ in range(60):
+        assert writer.put_job(b"t", 0, 0, 60, b"x" * 200, now_ns())
+    wal.close()
+    capsys.readouterr()
+    monkeypatch.setattr(daemon_main, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(daemon_main, "LARGE_REPLAY_JOBS", 60)
+    again = Engine()
+    daemon_main.open_binlog(opts, again).close()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "replaying the binlog in" in line]
+    assert len(lines) >= 2 and "% of 0.0 MB after 0 s" in lines[0], err
+    assert f"restored 60 jobs from the binlog in {tmp_path}" in err
+    assert again.recovered_jobs() == 60 and len(again.tube_counters()) == 2

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Iterator, NamedTuple, Optional, Union
+from typing import Iterator, NamedTuple, Optional, Protocol, Union
 
 from ..job import BURIED, DELAYED, READY, RESERVED
 
@@ -212,8 +212,35 @@ def encode_delete(job_id: int) -> bytes:
 # ---------------------------------------------------------------------- reading
 
 
+class Visitor(Protocol):
+    """What :meth:`Scan.walk` hands each good record to, with its offsets."""
+
+    def full(self, rec: JobRecord, pos: int, end: int) -> None: ...
+
+    def update(self, update: Update, pos: int, end: int) -> None: ...
+
+    def delete(self, job_id: int, pos: int, end: int) -> None: ...
+
+
+class _Collect:
+    """A visitor keeping ``(offset, end, type, value)`` tuples (for iteration)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, int, int, Entry]] = []
+
+    def full(self, rec: JobRecord, pos: int, end: int) -> None:
+        self.items.append((pos, end, T_FULL, rec))
+
+    def update(self, update: Update, pos: int, end: int) -> None:
+        self.items.append((pos, end, T_UPDATE, update))
+
+    def delete(self, job_id: int, pos: int, end: int) -> None:
+        self.items.append((pos, end, T_DELETE, job_id))
+
+
 class Scan:
-    """Reads one of our files: iterate for ``(offset, end, type, value)``.
+    """Reads one of our files: :meth:`walk` hands each record to a visitor;
+    iterate for ``(offset, end, type, value)``.
 
     ``value`` is a :class:`JobRecord` for FULL records (``file``/``size``
     unset), an :class:`Update` for UPDATE and the id for DELETE.  After
@@ -240,6 +267,16 @@ class Scan:
             self.skipped = last - pos
 
     def __iter__(self) -> Iterator[tuple[int, int, int, Entry]]:
+        collect = _Collect()
+        self.walk(collect)
+        return iter(collect.items)
+
+    def walk(self, visit: Visitor) -> None:
+        """Every good record to ``visit``, in file order, up to the first bad one.
+
+        A visitor rather than a generator: replay reads a million records at
+        start-up, and a yield, a tuple and a type test per record cost about
+        a fifth of the scan (measured with bench.restart, 500k jobs)."""
         data = self.data
         n = len(data)
         self.end = 0
@@ -264,6 +301,7 @@ class Scan:
         view = memoryview(data)
         rec_unpack = _REC.unpack_from
         crc32 = zlib.crc32
+        on_full, on_update, on_delete = visit.full, visit.update, visit.delete
         while True:
             if pos + FRAME > n:
                 self._stop(pos, "torn record header at end of file")
@@ -284,7 +322,6 @@ class Scan:
                 self._stop(pos, "record checksum mismatch (torn or corrupt)")
                 return
             kind = payload[0]
-            value: Entry
             if kind == T_FULL and length >= FULL_FIXED + 3:
                 (_, code, tube_len, job_id, pri, delay, ttr, created, deadline, stamp,
                  rc, tc, lc, bc, kc) = _FULL.unpack_from(payload)
@@ -296,23 +333,22 @@ class Scan:
                 ):
                     self._stop(pos, "malformed full record")
                     return
-                value = JobRecord(
+                on_full(JobRecord(
                     job_id, bytes(payload[FULL_FIXED : FULL_FIXED + tube_len]), state, pri,
                     delay, ttr, created, deadline, body, stamp, rc, tc, lc, bc, kc,
-                )
+                ), pos, end)
             elif kind == T_UPDATE and length == _UPDATE.size:
                 (_, code, job_id, pri, delay, deadline, stamp, rc, tc, lc, bc, kc) = _UPDATE.unpack_from(payload)
                 state = CODE_STATE.get(code)
                 if state is None or not job_id:
                     self._stop(pos, "malformed update record")
                     return
-                value = Update(job_id, state, pri, delay, deadline, stamp, (rc, tc, lc, bc, kc))
+                on_update(Update(job_id, state, pri, delay, deadline, stamp, (rc, tc, lc, bc, kc)), pos, end)
             elif kind == T_DELETE and length == _DELETE.size:
-                value = _DELETE.unpack_from(payload)[1]
+                on_delete(_DELETE.unpack_from(payload)[1], pos, end)
             else:
                 self._stop(pos, f"unknown record type {kind} of {length} bytes")
                 return
-            yield pos, end, kind, value
             pos = end
             self.end = pos
 
@@ -328,14 +364,15 @@ class Replay:
         self.max_id = 0
         self.max_stamp = 0
         self.records = 0
+        self.seq = 0  # the file being read (replay_own sets it)
 
-    def full(self, rec: JobRecord, seq: int, size: int) -> None:
-        rec.file = seq
-        rec.size = size
+    def full(self, rec: JobRecord, pos: int, end: int) -> None:
+        rec.file = self.seq
+        rec.size = end - pos
         self.jobs[rec.id] = rec
         self._saw(rec.id, rec.stamp)
 
-    def update(self, update: Update) -> None:
+    def update(self, update: Update, pos: int = 0, end: int = 0) -> None:
         job_id = update.id
         self._saw(job_id, update.stamp)
         rec = self.jobs.get(job_id)
@@ -348,7 +385,7 @@ class Replay:
         rec.stamp = update.stamp
         rec.reserve_ct, rec.timeout_ct, rec.release_ct, rec.bury_ct, rec.kick_ct = update.counters
 
-    def delete(self, job_id: int) -> None:
+    def delete(self, job_id: int, pos: int = 0, end: int = 0) -> None:
         self._saw(job_id, 0)
         self.jobs.pop(job_id, None)
 
@@ -363,13 +400,8 @@ class Replay:
 def replay_own(data: bytes, seq: int, replay: Replay) -> Scan:
     """Apply one of our files to ``replay``; returns the finished :class:`Scan`."""
     scan = Scan(data)
-    for pos, end, _kind, value in scan:
-        if isinstance(value, JobRecord):
-            replay.full(value, seq, end - pos)
-        elif isinstance(value, Update):
-            replay.update(value)
-        else:
-            replay.delete(value)
+    replay.seq = seq
+    scan.walk(replay)
     if scan.header is not None:
         _, max_id, stamp = scan.header
         replay.max_id = max(replay.max_id, max_id)
