@@ -37,7 +37,7 @@ DAEMON_FILES = {"test_server.py", "test_binlog_daemon.py", "test_notify.py", "te
                 "test_http_load.py", "test_admin_http.py", "test_console.py",
                 "test_console_browser.py", "test_http_tls.py", "test_http_replay.py",
                 # start a redis-server (tests/redis_rig.py)
-                "test_redis_functions.py", "test_redis_store.py", "test_redis_model.py"}
+                "test_redis_functions.py", "test_redis_store.py", "test_redis_model.py", "test_redis_daemon.py"}
 BENCH_FILES = {"test_bench_smoke.py"}
 IO_FILES = {"test_binlog.py", "test_startup.py", "test_units.py"}
 SLOW_TESTS = {

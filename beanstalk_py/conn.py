@@ -120,6 +120,23 @@ class Connection(Generic[S]):
         return self.session.waiting or self._reserving is not None
 
     @property
+    def awaiting(self) -> bool:
+        """True while the store owes this connection something: a blocked
+        reserve, or any reply it answers later (a Later).  The driver then
+        waits for the store's wake-up as well as for input.  As cheap as
+        :attr:`blocked` (two attribute tests; a reserve the store answers
+        later is itself one of the deferred replies), so the in-memory hot
+        path, which never defers, pays nothing for it."""
+        return self._queue is not None or self.session.waiting
+
+    @property
+    def outstanding(self) -> bool:
+        """Replies the store has not given yet: a closing connection stays
+        open until they are sent (a client that pipelines ``put`` and ``quit``
+        gets its INSERTED, as from beanstalkd)."""
+        return self._queue is not None
+
+    @property
     def wants_input(self) -> bool:
         """Whether reading more is useful (bounded buffering while blocked)."""
         if self.closing or self.eof:

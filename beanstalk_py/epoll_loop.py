@@ -247,7 +247,7 @@ class EpollLoop:
                 if conn.out and self.dispatcher.must_sync():
                     self.dirty[client] = None  # sent after the next fsync
                     break
-        if conn.closing and client.pending is None and not conn.out:
+        if conn.closing and client.pending is None and not conn.out and not conn.outstanding:
             self._close(client, self.now_ns())
             return
         self._update_mask(client)

@@ -56,6 +56,7 @@ class Options:
     http_read_only: bool = False  # every requester is a viewer: no writes from API or console
     http_status_secret: Optional[str] = None  # the HMAC key file of /status/{token} (off without it)
     http_cors_origins: tuple[str, ...] = ("*",)  # origins /status answers with CORS
+    store: Optional[str] = None  # redis://HOST:PORT/DB: queue state in Redis (None: in memory)
 
 
 class UsageExit(SystemExit):
@@ -99,6 +100,10 @@ Options:
  --http-read-only           no writes through the API or console, whatever the token
  --http-status-secret FILE  serve /status/{{token}}, tokens signed with this key (mode 0600)
  --http-cors-origins LIST   origins that may read /status, comma-separated (default *)
+ --store redis://HOST:PORT/DB
+                            keep the queue in Redis (7.0 or later), shared by every
+                            front end given the same store; needs beanstalk-py[redis];
+                            not with -b
 
  {PROG} admin --help        the admin command line
 """
@@ -121,7 +126,7 @@ def _parse_size(text: str) -> int:
 
 _LONG = ("max-connections", "tls-listen", "tls-cert", "tls-key", "tls-client-ca", "tls-handshake-timeout",
          "http", "http-tokens", "http-cert", "http-key", "http-client-ca", "http-max-connections",
-         "http-read-only", "http-status-secret", "http-cors-origins")
+         "http-read-only", "http-status-secret", "http-cors-origins", "store")
 _FLAGS = ("http-read-only",)  # long options without a value
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^\[\]]*):[0-9]+")
 
@@ -145,6 +150,15 @@ def _parse_long(opts: Options, name: str, value: str) -> None:
             warn(f"--http needs ADDR:PORT or unix:PATH, not {value!r}")
             _usage(EXIT_USAGE)
         opts.http = value
+    elif name == "store":
+        from .redisstore.address import StoreAddressError, parse_store_url
+
+        try:
+            parse_store_url(value)
+        except StoreAddressError as exc:
+            warn(str(exc))
+            _usage(EXIT_USAGE)
+        opts.store = value
     elif name == "http-max-connections":
         if not value.isdigit() or int(value) < 1:
             warn(f"--http-max-connections needs a whole number of at least 1, not {value!r}")
@@ -170,6 +184,10 @@ def _parse_long(opts: Options, name: str, value: str) -> None:
 
 def _check(opts: Options) -> None:
     """Options that only make sense together."""
+    if opts.store is not None and opts.binlog_dir is not None:
+        warn("--store and -b exclude each other: with --store the queue lives in Redis, "
+             "whose own persistence (AOF) replaces the binlog")
+        _usage(EXIT_USAGE)
     if opts.tls_listen is not None and (opts.tls_cert is None or opts.tls_key is None):
         warn("--tls-listen needs --tls-cert and --tls-key")
         _usage(EXIT_USAGE)

@@ -13,6 +13,10 @@ and the store; what a driver does with a connection lives in
 * One timer task sleeps until the store's earliest timer; drivers move its
   deadline when they add an earlier one.
 * With ``-f N`` (N > 0) one task fsyncs in a worker thread when records are due.
+* With ``--store``, the store's own tasks (its Redis connections, see
+  redisstore/service.py) start first, in an outer nursery, and stop last:
+  after the drivers closed their connections, the calls that give their
+  clients' reserved jobs back are flushed to Redis before the end.
 * With ``--http``, the operations plane (:mod:`.http`) is one more sibling,
   started once the drivers serve; its requests run between their passes.
 * Under systemd (``NOTIFY_SOCKET``, :mod:`.notify`): ``READY=1`` once every
@@ -26,7 +30,7 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 import trio
 
@@ -42,6 +46,15 @@ if TYPE_CHECKING:
 
 # How often STATUS= is refreshed (sent only when its text changed).
 STATUS_INTERVAL_S = 2.0
+
+
+class StoreTasks(Protocol):
+    """A network store's own tasks (its connections, inbox and ticks)."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
+
+    async def flush(self) -> None:
+        """Send what the drivers' last calls queued (bounded in time)."""
 
 
 class Server:
@@ -63,6 +76,7 @@ class Server:
         stop_requested: Optional[Callable[[], bool]] = None,
         notifier: Optional[Notifier] = None,
         http: Optional["HttpListener"] = None,
+        store_tasks: Optional[StoreTasks] = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.store = dispatcher.store
@@ -78,8 +92,23 @@ class Server:
         self.notifier = notifier if notifier is not None else Notifier()
         self._status_sent: Optional[str] = None
         self.http = http
+        self.store_tasks = store_tasks
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        tasks = self.store_tasks
+        if tasks is None:
+            await self._serve(task_status)
+            return
+        async with trio.open_nursery() as outer:
+            await outer.start(tasks.run)  # connected and loaded before any client is served
+            try:
+                await self._serve(task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await tasks.flush()
+                outer.cancel_scope.cancel()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         dispatcher = self.dispatcher
         dispatcher.open_spare()
         dispatcher.timers_changed = self._timers_changed

@@ -63,6 +63,13 @@ class TubeInsight:
     wait_sum_ns: int  # the sum of those waits
 
 
+class NotAvailable(Exception):
+    """This store cannot do that yet (the operations plane answers 501).
+
+    Raised at once, never as an empty answer, so an operator is not shown
+    an empty queue that is not empty."""
+
+
 # Outcomes of a reserve other than a job.
 TIMED_OUT = "TIMED_OUT"
 DEADLINE_SOON = "DEADLINE_SOON"

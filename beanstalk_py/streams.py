@@ -7,9 +7,11 @@ the same code.  It is the portable driver (systems without epoll, or
 :mod:`.epoll_loop`.  What it does with a connection is written once, in
 :class:`~.dispatch.Dispatcher`; this module only moves bytes and waits.
 
-A connection blocked in a reserve waits in ``receive_some`` inside a cancel
-scope; when the store hands it a job (or its wait ends), :meth:`wake`
-cancels the scope and the task sends the reply.  A cancelled receive on a
+A connection the store owes a reply (blocked in a reserve, or waiting for
+any answer a network store gives later) waits in ``receive_some`` inside a
+cancel scope; when the store hands it a job or an answer, :meth:`wake`
+cancels the scope and the task sends the reply.  A closing connection with
+replies still owed waits for them before it closes.  A cancelled receive on a
 socket stream reads nothing, so no byte is lost.
 """
 
@@ -116,9 +118,11 @@ async def serve_stream(stream: trio.abc.Stream, dispatcher: Dispatcher) -> None:
                 if not dispatcher.output_sent(conn, fd, now_ns()):
                     break
                 continue
-            if conn.closing:
+            if conn.closing and not conn.outstanding:
                 break
-            if conn.blocked:
+            if conn.awaiting:
+                # The store owes it a reply (a blocked reserve, or a Later of a
+                # network store): wait for input and for the store's wake-up.
                 with trio.CancelScope() as scope:
                     io.scope = scope
                     if conn.wants_input:

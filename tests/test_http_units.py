@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -84,11 +85,39 @@ def test_previews_and_bodies() -> None:
     assert full_body(b"\x80\x81") == {"size": 2, "truncated": False, "body": "gIE=", "encoding": "base64"}
 
 
-def test_a_later_is_an_honest_503() -> None:
+def test_a_later_is_an_honest_501() -> None:
     assert now_value(5) == 5
     with pytest.raises(ApiError) as caught:
         now_value(Later())
-    assert caught.value.status == 503
+    assert caught.value.status == 501 and "not available with --store redis yet" in caught.value.message
+
+
+def test_a_store_that_answers_later_is_refused_before_any_call() -> None:
+    """--store redis: every query is a 501 that never reaches the store (a
+    put would be made and its answer lost); draining still reads through."""
+    calls: list[str] = []
+
+    class Remote:
+        answers_later = True
+        draining = False
+        max_job_size = 100
+
+        def put_job(self, *args: Any) -> Later:
+            calls.append("put_job")
+            return Later()
+
+        def snapshot(self, now: int) -> Later:
+            calls.append("snapshot")
+            return Later()
+
+    plane = Plane(Dispatcher(Remote(), ServerInfo(started_at=T0)))  # type: ignore[arg-type]
+    assert plane.ready()
+    with pytest.raises(ApiError) as caught:
+        plane.stats()
+    assert caught.value.status == 501 and "not available with --store redis yet" in caught.value.message
+    with pytest.raises(ApiError) as caught:
+        plane.store.put_job(b"t", 0, 0, 60, b"x", T0)
+    assert caught.value.status == 501 and calls == []
 
 
 class _Clock:

@@ -98,6 +98,17 @@ def test_long_options() -> None:
     assert (defaults.http_max_connections, defaults.http_read_only, defaults.http_cors_origins) == (256, False, ("*",))
 
 
+def test_store_address() -> None:
+    from beanstalk_py.redisstore.address import StoreAddress, parse_store_url
+
+    assert parse_args([]).store is None
+    assert parse_args(["--store", "redis://127.0.0.1:7000/2"]).store == "redis://127.0.0.1:7000/2"
+    assert parse_store_url("redis://127.0.0.1:7000/2") == StoreAddress("127.0.0.1", 7000, 2)
+    assert parse_store_url("redis://cache.local") == StoreAddress("cache.local", 6379, 0)
+    assert parse_store_url("redis://[::1]:7001/") == StoreAddress("::1", 7001, 0)
+    assert str(StoreAddress("::1", 7001, 3)) == "redis://[::1]:7001/3"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -116,6 +127,13 @@ def test_long_options() -> None:
         (["--http", ":1", "--http-read-only=yes"], "takes no value"),
         (["--http", ":1", "--http-max-connections", "0"], "at least 1"),
         (["--http", ":1", "--http-cors-origins", " , "], "at least one origin"),
+        (["--store", "127.0.0.1:6379"], "needs redis://HOST[:PORT][/DB]"),
+        (["--store", "redis://127.0.0.1:6379/x"], "needs redis://HOST[:PORT][/DB]"),
+        (["--store", "redis://127.0.0.1:99999/0"], "bad port"),
+        (["--store", "redis+sentinel://s1:26379/mymaster/0"], "redis+sentinel://... is not supported yet"),
+        (["--store", "redis://127.0.0.1/0", "-b", "/tmp/b"], "--store and -b exclude each other"),
+        (["-b/tmp/b", "--store=redis://127.0.0.1/0"], "--store and -b exclude each other"),
+        (["--store"], "requires an argument"),
     ],
 )
 def test_long_option_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:

@@ -18,7 +18,7 @@ import base64
 import binascii
 import bisect
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 import trio
 
@@ -27,7 +27,7 @@ from ..log import warn
 from ..metrics import DEFAULT_TUBE_SERIES, render, render_insight
 from ..protocol import valid_tube_name
 from ..stats import Stat, server_stats
-from ..store import BURIED, DELAYED, READY, RESERVED, STATES, Cursor, JobView, Later
+from ..store import BURIED, DELAYED, READY, RESERVED, STATES, Cursor, JobView, Later, Store
 from ..wal import WalError
 from .auth import Principal
 from .rates import RateHistory
@@ -64,11 +64,39 @@ class ApiError(Exception):
         self.headers: dict[str, str] = {}
 
 
+# The plane cannot wait for a network store's answers yet (issue 11).
+NOT_YET = "not available with --store redis yet"
+
+
 def now_value(answer: Union[T, Later[T]]) -> T:
-    """The value of a store answer; a :class:`Later` (a network store) is a 503 for now."""
+    """The value of a store answer; a :class:`Later` (a network store) is a 501 for now."""
     if isinstance(answer, Later):
-        raise ApiError(503, "the store answered later; the HTTP plane handles only stores that answer at once")
+        raise ApiError(501, f"{NOT_YET}: the HTTP plane handles only stores that answer at once")
     return answer
+
+
+class _AnswersLater:
+    """The plane's view of a store that answers later (``--store redis``).
+
+    Its attributes (``draining`` for /readyz, ``max_job_size``) read
+    through; any call is refused with a 501 *before* it reaches the store,
+    since a call would queue real work (a put, a delete) whose answer the
+    plane could not wait for, and an empty answer would show an empty queue
+    that is not empty.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not callable(value):
+            return value
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise ApiError(501, f"{NOT_YET} ({name})")
+
+        return refuse
 
 
 # ---------------------------------------------------------------------- values
@@ -183,7 +211,11 @@ class Plane:
     def __init__(self, dispatcher: Dispatcher, clock: Callable[[], int] = now_ns,
                  tube_series: int = DEFAULT_TUBE_SERIES) -> None:
         self.dispatcher = dispatcher
-        self.store = dispatcher.store
+        # A network store is refused call by call (501); /healthz and
+        # /readyz still answer, for a load balancer in front of front ends.
+        self.answers_later: bool = getattr(dispatcher.store, "answers_later", False)
+        self.store: Store[Any] = (cast("Store[Any]", _AnswersLater(dispatcher.store)) if self.answers_later
+                                  else dispatcher.store)
         self.info = dispatcher.info
         self.clock = clock
         self.tube_series = tube_series
@@ -194,7 +226,9 @@ class Plane:
 
     async def background(self) -> None:
         """The plane's own periodic work, run beside the listener until it stops:
-        sampling the tubes' counters for their rates."""
+        sampling the tubes' counters for their rates (none for a store that answers later)."""
+        if self.answers_later:
+            return
         await self.rates.run(lambda: now_value(self.store.tube_counters()), self.clock)
 
     # ------------------------------------------------------------------ health

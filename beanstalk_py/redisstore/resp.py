@@ -203,10 +203,21 @@ class TrioRedis:
         self._wanted: Optional["trio.Event"] = None
 
     async def connect(self) -> None:
+        """Connect (RedisError naming the address if that fails)."""
         import trio
 
-        sock = trio.socket.socket()
-        await sock.connect((self.host, self.port))
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            infos = await trio.socket.getaddrinfo(self.host, self.port, family, socket.SOCK_STREAM)
+            sock = trio.socket.socket(infos[0][0], socket.SOCK_STREAM)
+            try:
+                await sock.connect(infos[0][4])
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as exc:
+            raise RedisError(f"cannot connect to redis at {self.host}:{self.port}: "
+                             f"{exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._wanted = trio.Event()
@@ -217,6 +228,22 @@ class TrioRedis:
         """Commands were queued: write them at the next checkpoint."""
         if self._wanted is not None:
             self._wanted.set()
+
+    async def execute(self, *args: Arg) -> Reply:
+        """Queue one command (written with the rest of the pass) and wait for its reply."""
+        import trio
+
+        box: list[Reply] = []
+        done = trio.Event()
+
+        def answered(reply: Reply) -> None:
+            box.append(reply)
+            done.set()
+
+        self.pipe.call(args, answered)
+        self.wake()
+        await done.wait()
+        return box[0]
 
     async def run(self) -> None:
         """Write and read until cancelled (or the connection fails)."""

@@ -28,8 +28,10 @@ queued call, so ids follow 1.12's order either way.
 Blocked reserves: ``bs_reserve`` registers a waiter in Redis; whichever call
 later makes a job ready for it (a put on any front end, a release, a timer)
 reserves it for the oldest waiter and pushes the outcome onto this front
-end's inbox list, which is read at the end of each batch while any session
-of this front end waits.
+end's inbox list.  In the daemon (``service=True``) a dedicated connection
+pops that list with a blocking pop and the timers are ticked by the Redis
+clock (:mod:`.service`); in the tests' rig the inbox is read at the end of
+each batch while any session of this front end waits.
 
 DEADLINE_SOON is decided inside Redis, not here: each session's held jobs
 are a zset by TTR deadline (``o:<owner>``), so ``bs_reserve`` and the
@@ -52,7 +54,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence, TypeVa
 from ..log import warn
 from ..stats import COUNTED_COMMANDS, Kind, Stat, trunc_div
 from ..store import (BURIED, DEADLINE_SOON, DELAYED, NOT_IGNORED, READY, RESERVED, TIMED_OUT, Completion,
-                     Cursor, JobView, Later, Outcome, SessionOwner, Store, TubeInsight)
+                     Cursor, JobView, Later, NotAvailable, Outcome, SessionOwner, Store, TubeInsight)
 from ..swaplist import SwapList
 from ..wal import NO_DURABILITY, Durability
 from .resp import Arg, Pipeline, RedisError, Reply, is_error
@@ -67,6 +69,9 @@ COUNT_FLUSH_NS = 100_000_000
 # often: a delay, TTR or pause set by another front end may end meanwhile.
 # A design bound (the waiter's reply may come up to this late), not measured.
 WAIT_POLL_NS = 20_000_000
+
+# What the operations plane is told for what this store cannot do yet.
+NOT_YET = "not available with --store redis yet"
 
 T = TypeVar("T")
 _STATES = {READY: "ready", DELAYED: "delayed", BURIED: "buried"}
@@ -121,14 +126,24 @@ class RedisSession:
 class RedisStore:
     """All queue state in Redis; this front end's sessions and counters here."""
 
+    # Every answer is a Later: the HTTP plane (which cannot wait for one
+    # yet) refuses its calls with a 501 instead of making them (http/api.py).
+    answers_later = True
+
     def __init__(self, transport: Transport, *, max_job_size: int = 65535, clock: str = "redis",
-                 fe_id: Optional[str] = None) -> None:
+                 fe_id: Optional[str] = None, service: bool = False) -> None:
         self.max_job_size = max_job_size
         self.transport = transport
         self.pipe = transport.pipe
         self.pipe.on_flush = self._before_send
         self.fe = fe_id or os.urandom(6).hex()
         self._caller_clock = clock == "caller"
+        # A StoreService (the daemon) pops the inbox on its own connection
+        # and ticks by the Redis clock; without one, batches read the inbox.
+        self._service = service
+        # Called when a session of this front end starts waiting (the
+        # service's tick task sleeps while none does).
+        self.on_wait: Callable[[], None] = _nothing
         self._draining = False
         self._completed: list[tuple[SessionOwner, Completion]] = []
         self._sessions: dict[str, RedisSession] = {}
@@ -150,10 +165,35 @@ class RedisStore:
 
     # ------------------------------------------------------------------ set-up
 
-    def start(self) -> None:
-        """Load the library and make the default tube (queued; sent with the first batch)."""
-        self.pipe.call(("FUNCTION", "LOAD", "REPLACE", library_source()), self._check)
-        self._fcall("init", 0, (), self._check)
+    def start(self, done: Optional[Callable[[Optional[str]], None]] = None) -> None:
+        """Load the library and make the default tube (queued; sent with the
+        first batch).  ``done`` gets None once both succeeded, else the error."""
+        failed: list[str] = []
+
+        def loaded(reply: Reply) -> None:
+            if isinstance(reply, RedisError) or is_error(reply):
+                failed.append(f"FUNCTION LOAD: {reply}")
+                self._check(reply)
+
+        def initialised(reply: Reply) -> None:
+            if isinstance(reply, RedisError) or is_error(reply):
+                failed.append(f"bs_init: {reply}")
+                self._check(reply)
+            if done is not None:
+                done(failed[0] if failed else None)
+
+        self.pipe.call(("FUNCTION", "LOAD", "REPLACE", library_source()), loaded)
+        self._fcall("init", 0, (), initialised)
+
+    @property
+    def inbox_key(self) -> str:
+        """This front end's list of deliveries (the service pops it)."""
+        return self._inbox
+
+    def request_tick(self, callback: Callable[[Reply], None]) -> None:
+        """Run the timers due by the Redis clock; ``callback`` gets
+        ``[redis now us, next timer us or -1]`` (the service's tick task)."""
+        self._fcall("tick", 0, (), callback)
 
     def _check(self, reply: Reply) -> None:
         if isinstance(reply, RedisError) or is_error(reply):
@@ -203,7 +243,7 @@ class RedisStore:
             self._take_header_id()
         if self._counts and time.monotonic_ns() - self._counts_sent_at >= COUNT_FLUSH_NS:
             self._send_counts()
-        if self.waiting_ct or self._reserves_in_batch:
+        if (self.waiting_ct or self._reserves_in_batch) and not self._service:
             self._reserves_in_batch = 0
             self.pipe.call((b"LPOP", self._inbox, INBOX_BATCH), self._on_inbox)
 
@@ -214,6 +254,13 @@ class RedisStore:
         self._header = None
         session.taken = True
         self.pipe.call((b"FCALL", b"bs_take_id", 1, ANCHOR, self._now(0), session.key), self._check)
+
+    def flush_counts(self) -> None:
+        """Send the command counts not sent yet (the service, every
+        :data:`COUNT_FLUSH_NS`, so an idle front end's counts are not held back)."""
+        if self._counts:
+            self._send_counts()
+            self.transport.wake()
 
     def _send_counts(self) -> None:
         args: list[Arg] = []
@@ -230,7 +277,14 @@ class RedisStore:
         if not reply:
             return
         assert isinstance(reply, list)
-        for item in reply:
+        self.take_deliveries(reply)
+        if len(reply) == INBOX_BATCH:
+            self.pipe.call((b"LPOP", self._inbox, INBOX_BATCH), self._on_inbox)
+            self.transport.wake()
+
+    def take_deliveries(self, items: list[bytes]) -> None:
+        """Outcomes popped from the inbox: each finishes its session's reserve."""
+        for item in items:
             key, outcome, rest = (item.split(b" ", 2) + [b""])[:3]
             session = self._sessions.get(key.decode())
             if session is None or session.reserving is None:
@@ -240,9 +294,6 @@ class RedisStore:
                 self._finish_wait(session, RedisJob(int(job_id), body))
             else:
                 self._finish_wait(session, TIMED_OUT if outcome == b"TIMED_OUT" else DEADLINE_SOON)
-        if len(reply) == INBOX_BATCH:
-            self.pipe.call((b"LPOP", self._inbox, INBOX_BATCH), self._on_inbox)
-            self.transport.wake()
 
     def _finish_wait(self, session: RedisSession, outcome: Outcome) -> None:
         later = session.reserving
@@ -304,14 +355,17 @@ class RedisStore:
 
     def tick(self, now: int) -> None:
         """Run the timers due in Redis when a waiter of ours may be concerned
-        (the tests' clock: every time they tick)."""
+        (the tests' clock: every time they tick).  With a service, its tick
+        task does this by the Redis clock instead."""
+        if self._service:
+            return
         if self._caller_clock or (self.waiting_ct and self._next_tick is not None
                                   and now >= self._next_tick):
             self._next_tick = now + WAIT_POLL_NS
             self._fcall("tick", now, (), self._check)
 
     def next_wakeup(self) -> Optional[int]:
-        if self.waiting_ct and not self._caller_clock:
+        if self.waiting_ct and not self._caller_clock and not self._service:
             return self._next_tick
         return None
 
@@ -385,6 +439,8 @@ class RedisStore:
                     return  # the session closed meanwhile
                 session.waiting = True
                 self.waiting_ct += 1
+                if self.waiting_ct == 1:
+                    self.on_wait()
                 if not self._caller_clock:
                     wake = now + WAIT_POLL_NS
                     if self._next_tick is None or wake < self._next_tick:
@@ -570,46 +626,52 @@ class RedisStore:
         return self._later("stats_job", now, (job_id,), _job_stats, None)
 
     # ------------------------------------------------------------------ operators
-    # The operations plane (--http) is not offered in store mode yet: these
-    # answer as for an empty queue, except the few the protocol needs.
+    # What only the operations plane (--http) asks, beyond the protocol: not
+    # built for Redis yet.  They fail loudly (the plane answers 501), never
+    # as an empty queue.  peek_tube, kick_tube, kick_job, delete_job and
+    # put_job are real (above): the protocol's commands share them.
 
     def tube_jobs(self, name: bytes, state: str, limit: int,
                   after: Optional[Cursor] = None) -> tuple[Sequence[JobView], Optional[Cursor]]:
-        return [], None
+        raise NotAvailable(f"listing a tube's jobs is {NOT_YET}")
 
     def search_jobs(self, name: bytes, state: str, needle: bytes, limit: int, scan: int,
                     after: Optional[Cursor] = None) -> tuple[Sequence[JobView], Optional[Cursor], int]:
-        return [], None, 0
+        raise NotAvailable(f"searching job bodies is {NOT_YET}")
 
     def clear_tube(self, name: bytes, state: str, limit: int) -> int:
-        return 0
+        raise NotAvailable(f"clearing a tube is {NOT_YET}")
 
     def move_jobs(self, source: bytes, target: bytes, state: str, limit: int, now: int) -> int:
-        return 0
+        raise NotAvailable(f"moving jobs is {NOT_YET}")
 
     def move_job(self, job_id: int, target: bytes, now: int) -> bool:
-        return False
+        raise NotAvailable(f"moving a job is {NOT_YET}")
 
     def bury_job(self, job_id: int, now: int) -> bool:
-        return False
+        raise NotAvailable(f"an operator's bury is {NOT_YET}")
 
     def reprioritize_job(self, job_id: int, pri: int, now: int) -> bool:
-        return False
+        raise NotAvailable(f"reprioritizing a job is {NOT_YET}")
 
     def job_state(self, job_id: int) -> Optional[str]:
-        return None
+        raise NotAvailable(f"job states for /status are {NOT_YET}")
 
     def tube_insight(self, name: bytes, now: int) -> Optional[TubeInsight]:
-        return None
+        raise NotAvailable(f"tube insight is {NOT_YET}")
 
     def tube_counters(self) -> list[tuple[bytes, int, int, int]]:
-        return []
+        raise NotAvailable(f"tube rates are {NOT_YET}")
 
     def recovered_jobs(self) -> int:
-        return 0
+        raise NotAvailable(f"recovered-job counts are {NOT_YET}")
 
 
 # ---------------------------------------------------------------------- replies
+
+
+def _nothing() -> None:
+    pass
 
 
 def _int(reply: Reply) -> int:

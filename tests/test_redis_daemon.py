@@ -1,0 +1,303 @@
+"""`beanstalk-py --store redis://...` as real daemons, driven by greenstalk
+over real sockets: one front end, two front ends on one redis-server, a
+front end stopped or killed while its clients hold jobs, and the start-up
+failures (no hiredis, no Redis).
+
+The redis-server is tests/redis_rig.py's (a free port, stopped by pid;
+skipped with the reason where redis-server is not installed).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import greenstalk
+import pytest
+
+from conftest import Daemon, listening_socket, start_beanstalk_py
+from redis_rig import RedisServer, redis_server  # noqa: F401  (fixture)
+
+# How soon a put on one front end reaches a reserve blocked on another.
+# Measured on the 2-core test machine: 1-3 ms (BLMPOP on the inbox); the
+# bound leaves room for a loaded CI machine.
+CROSS_FE_BOUND_S = 0.25
+
+
+@pytest.fixture
+def store_url(redis_server: RedisServer) -> str:  # noqa: F811
+    """The module's redis-server, emptied for this test (functions stay loaded)."""
+    from beanstalk_py.redisstore.resp import BlockingRedis
+
+    client = BlockingRedis("127.0.0.1", redis_server.port)
+    try:
+        client.execute("FLUSHALL")
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def front_ends(store_url: str) -> Iterator[list[Daemon]]:
+    """Two front ends on one store."""
+    daemons = [start_beanstalk_py("--store", store_url) for _ in range(2)]
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+
+
+def client(daemon: Daemon, **kwargs: object) -> greenstalk.Client:
+    return greenstalk.Client((daemon.host, daemon.port), **kwargs)  # type: ignore[arg-type]
+
+
+def reserve_in_thread(worker: greenstalk.Client, timeout: int) -> tuple[threading.Thread, dict]:
+    """A reserve blocked in another thread; the result and its wait in the dict."""
+    result: dict = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            result["job"] = worker.reserve(timeout=timeout)
+        except greenstalk.TimedOutError:
+            result["job"] = None
+        except ConnectionError as exc:  # its front end died
+            result["error"] = exc
+        result["waited"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_greenstalk_against_one_front_end(store_url: str) -> None:
+    daemon = start_beanstalk_py("--store", store_url)
+    try:
+        with client(daemon, use="jobs", watch=["jobs"]) as c:
+            assert c.put(b"first", priority=10) == 1
+            assert c.put(b"second", priority=5) == 2
+            assert c.put(b"later", delay=60) == 3
+            assert c.peek(1).body == "first"
+            job = c.reserve(timeout=1)
+            assert (job.id, job.body) == (2, "second")  # (pri, id) order
+            c.touch(job)
+            assert c.stats_job(job)["state"] == "reserved"
+            c.release(job, priority=20)
+            job = c.reserve(timeout=1)
+            assert job.id == 1
+            c.bury(job)
+            assert c.stats_tube("jobs")["current-jobs-buried"] == 1
+            assert c.peek_buried().id == 1
+            assert c.kick(10) == 1
+            # greenstalk buries at priority 65536: the released job (20) comes first.
+            assert c.reserve(timeout=1).id == 2
+            c.delete(2)
+            job = c.reserve(timeout=1)
+            assert job.id == 1 and c.stats_job(job)["kicks"] == 1
+            c.delete(job)
+            c.kick_job(3)  # the delayed job, ready at once
+            assert c.reserve(timeout=1).id == 3
+            c.delete(3)
+            started = time.monotonic()
+            with pytest.raises(greenstalk.TimedOutError):
+                c.reserve(timeout=1)
+            # The waiter's own timer, run when Redis says it is due.
+            assert 0.95 < time.monotonic() - started < 1.3
+            assert c.watch("other") == 2
+            assert sorted(c.watching()) == ["jobs", "other"]
+            assert c.ignore("other") == 1
+            assert c.using() == "jobs"
+            assert "jobs" in c.tubes()
+            with pytest.raises(greenstalk.NotFoundError):
+                c.delete(99)
+            stats = c.stats()
+            assert (stats["total-jobs"], stats["current-jobs-ready"], stats["current-connections"]) == (3, 0, 1)
+            assert stats["cmd-put"] == 3 and stats["cmd-delete"] == 4
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_pipelined_commands_and_quit_get_every_reply(store_url: str) -> None:
+    """Replies owed by the store (Laters) go out before the connection
+    closes, and each in its command's place."""
+    daemon = start_beanstalk_py("--store", store_url)
+    try:
+        with daemon.connect() as sock:
+            sock.sendall(b"put 0 0 60 1\r\na\r\nput 0 0 60 1\r\nb\r\nlist-tube-used\r\npeek 2\r\nquit\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        assert data == b"INSERTED 1\r\nINSERTED 2\r\nUSING default\r\nFOUND 2 1\r\nb\r\n"
+    finally:
+        daemon.stop()
+
+
+def test_two_front_ends_serve_one_set_of_tubes(front_ends: list[Daemon]) -> None:
+    a, b = front_ends
+    with client(a, use="t") as producer, client(b, watch=["t"]) as worker, client(b) as other:
+        assert producer.put(b"one") == 1
+        job = worker.reserve(timeout=1)
+        assert (job.id, job.body) == (1, "one")
+        worker.delete(job)
+
+        # A reserve blocked on B is served at once by a put on A.
+        thread, result = reserve_in_thread(worker, timeout=10)
+        time.sleep(0.2)  # B's reserve is registered as a waiter
+        producer.put(b"two")
+        thread.join()
+        assert result["job"].body == "two"
+        assert result["waited"] < 0.2 + CROSS_FE_BOUND_S
+        worker.delete(result["job"])
+
+        # A delayed put on A reaches the waiter on B when its delay ends
+        # (B ticks the Redis timers while one of its sessions waits).
+        thread, result = reserve_in_thread(worker, timeout=10)
+        producer.put(b"three", delay=1)
+        thread.join()
+        assert result["job"].body == "three"
+        assert 0.95 < result["waited"] < 1.0 + CROSS_FE_BOUND_S
+        worker.release(result["job"], delay=0)
+        # The released job is visible from A at once.
+        assert producer.peek_ready().id == 3
+        assert other.stats_tube("t")["current-jobs-ready"] == 1
+
+        # stats on both: job and command counters for the whole store
+        # (cmd-* sent every 100 ms), connections of each front end.
+        time.sleep(0.25)
+        sa, sb = producer.stats(), worker.stats()
+        for name in ("total-jobs", "current-jobs-ready", "current-tubes", "cmd-put", "cmd-reserve",
+                     "cmd-release"):
+            assert sa[name] == sb[name], name
+        assert (sa["total-jobs"], sa["cmd-put"], sa["cmd-release"]) == (3, 3, 1)
+        assert (sa["current-connections"], sb["current-connections"]) == (1, 2)
+        assert (sa["current-producers"], sb["current-producers"]) == (1, 0)
+        assert (sa["current-workers"], sb["current-workers"]) == (0, 1)
+        assert sa["pid"] != sb["pid"]
+
+
+def test_a_stopped_front_end_gives_its_reservations_back_at_once(front_ends: list[Daemon]) -> None:
+    a, b = front_ends
+    with client(b) as survivor:
+        survivor.put(b"held", ttr=60)
+        holder = client(a)
+        assert holder.reserve(timeout=1).id == 1
+        assert a.stop() == 0  # SIGTERM: the driver closes its clients, the closes reach Redis
+        holder.close()
+        job = survivor.reserve(timeout=1)
+        assert job.id == 1 and survivor.stats_job(job)["timeouts"] == 0
+
+
+def test_a_killed_front_end_holds_its_jobs_until_their_ttr(front_ends: list[Daemon]) -> None:
+    """SIGKILL: no close reaches Redis.  Until front-end leases are built
+    (issue 11), what the dead front end's clients held stays reserved until
+    its TTR, and a reserve it had waiting still takes the next job (which
+    then also waits out its TTR).  Nothing is lost: every job comes back."""
+    a, b = front_ends
+    with client(b) as survivor:
+        survivor.put(b"held", ttr=2)
+        holder, waiter = client(a), client(a, watch=["w"])
+        assert holder.reserve(timeout=1).id == 1
+        thread, waited = reserve_in_thread(waiter, timeout=100)
+        time.sleep(0.2)  # the reserve on A is a waiter in Redis
+        assert a.proc is not None
+        a.proc.kill()
+        a.proc.wait()
+        holder.close()
+        killed_at = time.monotonic()
+
+        with pytest.raises(greenstalk.TimedOutError):
+            survivor.reserve(timeout=0)
+        assert survivor.stats_job(1)["state"] == "reserved"
+        survivor.use("w")
+        survivor.put(b"for the dead waiter", ttr=2)
+        assert survivor.stats_job(2)["state"] == "reserved"  # handed to A's waiter
+        survivor.watch("w")
+
+        first = survivor.reserve(timeout=5)
+        second = survivor.reserve(timeout=5)
+        assert {first.id, second.id} == {1, 2}
+        assert time.monotonic() - killed_at > 1.5  # only after their TTR
+        assert survivor.stats_job(first)["timeouts"] == 1
+        thread.join(timeout=5)
+        assert "error" in waited  # the dead front end's client saw its socket close
+        waiter.close()
+
+
+def test_without_hiredis_the_message_names_the_extra(tmp_path: Path, store_url: str) -> None:
+    (tmp_path / "hiredis.py").write_text("raise ImportError('hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "beanstalk_py", "-p", "0", "--store", store_url],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "pip install 'beanstalk-py[redis]'" in proc.stderr
+
+
+def test_an_unreachable_redis_is_a_clear_exit() -> None:
+    with socket.socket() as sock:  # a port nothing listens on (bound, never listening)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        listener = listening_socket()
+        daemon = Daemon([sys.executable, "-m", "beanstalk_py", "--store", f"redis://127.0.0.1:{port}/0"],
+                        listener=listener)
+        with pytest.raises(RuntimeError, match="cannot connect to redis at 127.0.0.1"):
+            daemon.start()
+        assert daemon.proc is not None and daemon.proc.returncode == 2
+
+
+def test_the_http_plane_says_what_store_mode_cannot_do_yet(store_url: str) -> None:
+    """--http beside --store: the probes answer (a load balancer's), every
+    query is a 501 naming store mode, never an empty queue."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from conftest import free_port
+
+    http_port = free_port()
+    daemon = start_beanstalk_py("--store", store_url, "--http", f"127.0.0.1:{http_port}")
+    try:
+        with client(daemon) as c:
+            c.put(b"x")
+        base = f"http://127.0.0.1:{http_port}"
+        deadline = time.monotonic() + 10
+        while True:  # the plane starts once the drivers serve
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as answer:
+                    assert answer.status == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        for path in ("/api/v1/stats", "/api/v1/tubes", "/api/v1/jobs/1", "/metrics"):
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(f"{base}{path}", timeout=5)
+            assert caught.value.code == 501, path
+            assert "not available with --store redis yet" in json.loads(caught.value.read())["error"]
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_losing_redis_ends_the_front_end() -> None:
+    """No reconnection yet: a front end whose Redis goes away says so and
+    exits 2 (its clients reconnect to another front end)."""
+    own = RedisServer().start()
+    daemon = start_beanstalk_py("--store", own.url)
+    try:
+        with client(daemon) as c:
+            c.put(b"x")
+        own.stop()
+        assert daemon.proc is not None
+        daemon.proc.wait(timeout=10)
+        assert daemon.proc.returncode == 2
+        assert b"redis closed the connection" in daemon.proc.communicate()[1]
+    finally:
+        daemon.stop()
+        own.stop()
