@@ -1,7 +1,7 @@
 """`beanstalk-py --store redis://...` as real daemons, driven by greenstalk
 over real sockets: one front end, two front ends on one redis-server, a
-front end stopped or killed while its clients hold jobs, and the start-up
-failures (no hiredis, no Redis).
+front end stopped, killed or paused past its lease while its clients hold
+jobs, and the start-up failures (no hiredis, no Redis).
 
 The redis-server is tests/redis_rig.py's (a free port, stopped by pid;
 skipped with the reason where redis-server is not installed).
@@ -194,14 +194,17 @@ def test_a_stopped_front_end_gives_its_reservations_back_at_once(front_ends: lis
         assert job.id == 1 and survivor.stats_job(job)["timeouts"] == 0
 
 
-def test_a_killed_front_end_holds_its_jobs_until_their_ttr(front_ends: list[Daemon]) -> None:
-    """SIGKILL: no close reaches Redis.  Until front-end leases are built
-    (issue 11), what the dead front end's clients held stays reserved until
-    its TTR, and a reserve it had waiting still takes the next job (which
-    then also waits out its TTR).  Nothing is lost: every job comes back."""
+def test_a_killed_front_end_is_reclaimed_after_its_lease(front_ends: list[Daemon]) -> None:
+    """SIGKILL: no close reaches Redis.  After the front end's lease
+    (service.LEASE_S, 5 s) the survivor's next call reclaims it: the job its
+    client held comes back (no timeout counted), and its waiter is dropped,
+    so a put meant for it, handed to it before the lease ran out, comes back
+    too.  The survivor serves both long before their 60 s TTR."""
+    from beanstalk_py.redisstore.service import LEASE_RENEW_S, LEASE_S
+
     a, b = front_ends
-    with client(b) as survivor:
-        survivor.put(b"held", ttr=2)
+    with client(b, watch=["default", "w"]) as survivor:
+        survivor.put(b"held", ttr=60)
         holder, waiter = client(a), client(a, watch=["w"])
         assert holder.reserve(timeout=1).id == 1
         thread, waited = reserve_in_thread(waiter, timeout=100)
@@ -209,25 +212,58 @@ def test_a_killed_front_end_holds_its_jobs_until_their_ttr(front_ends: list[Daem
         assert a.proc is not None
         a.proc.kill()
         a.proc.wait()
-        holder.close()
         killed_at = time.monotonic()
-
-        with pytest.raises(greenstalk.TimedOutError):
-            survivor.reserve(timeout=0)
-        assert survivor.stats_job(1)["state"] == "reserved"
-        survivor.use("w")
-        survivor.put(b"for the dead waiter", ttr=2)
-        assert survivor.stats_job(2)["state"] == "reserved"  # handed to A's waiter
-        survivor.watch("w")
-
-        first = survivor.reserve(timeout=5)
-        second = survivor.reserve(timeout=5)
-        assert {first.id, second.id} == {1, 2}
-        assert time.monotonic() - killed_at > 1.5  # only after their TTR
-        assert survivor.stats_job(first)["timeouts"] == 1
+        holder.close()
         thread.join(timeout=5)
         assert "error" in waited  # the dead front end's client saw its socket close
         waiter.close()
+
+        survivor.use("w")
+        survivor.put(b"for the dead waiter", ttr=60)
+        assert survivor.stats_job(2)["state"] == "reserved"  # handed to A's waiter: A's lease holds
+        first = survivor.reserve(timeout=10)
+        first_at = time.monotonic() - killed_at
+        second = survivor.reserve(timeout=10)
+        # A renewed its lease at most LEASE_RENEW_S before the kill, so it ran
+        # out LEASE_S - LEASE_RENEW_S .. LEASE_S after it; B, with a waiter,
+        # ticks every 20 ms, so the reclaim follows within a tick.
+        assert LEASE_S - LEASE_RENEW_S - 0.1 < first_at < LEASE_S + CROSS_FE_BOUND_S
+        assert time.monotonic() - killed_at < LEASE_S + CROSS_FE_BOUND_S
+        # Reserve order: job 1 was reserved before job 2.
+        assert (first.id, second.id) == (1, 2)
+        for job in (first, second):
+            stats = survivor.stats_job(job)
+            assert (stats["reserves"], stats["timeouts"], stats["releases"]) == (2, 0, 0)
+        # A's waiter is gone, and its clients' use/watch counts with it.
+        w, default = survivor.stats_tube("w"), survivor.stats_tube("default")
+        assert (w["current-waiting"], w["current-watching"], w["current-using"]) == (0, 1, 1)
+        assert (default["current-watching"], default["current-using"]) == (1, 0)
+        print(f"reclaimed {first_at:.2f} s after SIGKILL")
+
+
+def test_a_front_end_that_lost_its_lease_exits(front_ends: list[Daemon]) -> None:
+    """SIGSTOP past the lease: meanwhile B reclaims A (B's lease renewal is
+    a call); once continued, A sees its lease gone, says so and exits 2 (a
+    supervisor restarts it under a new id).  Its client's job went back."""
+    import signal
+
+    from beanstalk_py.redisstore.service import LEASE_S
+
+    a, b = front_ends
+    with client(b) as survivor:
+        survivor.put(b"held", ttr=60)
+        holder = client(a)
+        assert holder.reserve(timeout=1).id == 1
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            job = survivor.reserve(timeout=int(LEASE_S) + 3)
+            assert job.id == 1 and survivor.stats_job(job)["timeouts"] == 0
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        assert a.proc.wait(timeout=5) == 2
+        assert b"lost its lease" in a.proc.communicate()[1]
+        holder.close()
 
 
 def test_without_hiredis_the_message_names_the_extra(tmp_path: Path, store_url: str) -> None:

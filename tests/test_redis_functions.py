@@ -245,12 +245,12 @@ def test_a_taken_id_is_used_by_the_put_that_follows(lib: Lib) -> None:
 
 
 def test_tubes_are_freed_and_the_list_keeps_swap_remove_order(lib: Lib) -> None:
-    lib("ref", T0, "a", "watching", 1, "b", "using", 1, "c", "watching", 1)
+    lib("ref", T0, "fe", "a", "watching", 1, "b", "using", 1, "c", "watching", 1)
     assert lib.tubes() == ["default", "a", "b", "c"]
-    lib("ref", T0, "a", "watching", -1)
+    lib("ref", T0, "fe", "a", "watching", -1)
     assert lib.tubes() == ["default", "c", "b"]  # the last moved into a's place
     job_id = lib.put(T0, "b")
-    lib("ref", T0, "b", "using", -1)
+    lib("ref", T0, "fe", "b", "using", -1)
     assert "b" in lib.tubes()  # it still holds a job
     lib("delete", T0, "", job_id)
     assert lib.tubes() == ["default", "c"]
@@ -258,7 +258,7 @@ def test_tubes_are_freed_and_the_list_keeps_swap_remove_order(lib: Lib) -> None:
 
 
 def test_stats_tube_counts(lib: Lib) -> None:
-    lib("ref", T0, "a", "using", 1, "a", "watching", 2)
+    lib("ref", T0, "fe", "a", "using", 1, "a", "watching", 2)
     lib.put(T0, "a", pri=1)
     lib.put(T0, "a", pri=2000, delay=3)
     lib("pause", T0, "a", 10)
@@ -290,3 +290,118 @@ def test_wrong_arguments_are_an_error_not_a_partial_change(lib: Lib) -> None:
         lib("put", T0, "default", "x", 0, 60, b"a\r\n", "")
     assert lib.counts().get("total", 0) == 0
     assert lib.client.execute("GET", "{bs}:id") is None
+
+
+# ---------------------------------------------------------------------- front-end leases
+
+LEASE = 5 * S  # what the daemon asks for (service.LEASE_S)
+
+
+def lease(lib: Lib, now: int, fe: str, first: bool = False) -> int:
+    return lib("lease", now, fe, LEASE, 1 if first else 0)
+
+
+def test_an_expired_lease_gives_jobs_back_in_reserve_order_and_drops_waiters(lib: Lib) -> None:
+    """Front end A stops renewing (killed): the first tick or lease renewal
+    after its lease ends, from any front end, reclaims what A's sessions held,
+    waited for and used."""
+    assert lease(lib, T0, "A", first=True) == 1
+    assert lease(lib, T0, "B", first=True) == 1
+    # A's sessions use and watch tubes (B's too: only A's counts go).
+    lib("ref", T0, "A", "w", "watching", 2, "default", "using", 3, "gone", "using", 1)
+    lib("ref", T0, "B", "w", "watching", 1)
+    low, high, other = lib.put(T0, pri=5), lib.put(T0, pri=1), lib.put(T0, pri=9)
+    assert lib.reserve(T0, "A:1")[0] == high
+    assert lib.reserve(T0, "A:2")[0] == low
+    assert lib.reserve(T0, "A:1")[0] == other
+    lib("touch", T0 + S, "A:1", high)  # deadline order differs: reserve order counts
+    assert lib.reserve(T0 + S, "A:3", "w", timeout=-1, fe="A") == b"WAIT"
+    assert lib.reserve(T0 + S, "A:4", "w", timeout=60, fe="A") == b"WAIT"
+    assert lib.reserve(T0 + S, "B:1", timeout=-1, fe="B") == b"WAIT"
+    assert lib.reserve(T0 + S, "B:2", timeout=-1, fe="B") == b"WAIT"
+
+    # Just before the end of A's lease nothing moves (B renewed at T0 + 4 s).
+    assert lease(lib, T0 + 4 * S, "B") == 1
+    assert lib("tick", T0 + LEASE - 1)
+    assert lib.job(high, T0 + LEASE - 1)["state"] == "reserved"
+    assert lib.inbox("B") == []
+
+    lib("tick", T0 + LEASE)
+    # high came back first, then low (A:2 reserved it second), then other:
+    # to B's waiters oldest first, and the third job stays ready.
+    assert lib.inbox("B") == [b"B:1 job %d x\r\n" % high, b"B:2 job %d x\r\n" % low]
+    job = lib.job(other, T0 + LEASE)
+    # A reclaim is neither a timeout nor a release (as a closed connection's jobs).
+    assert (job["state"], job["reserves"], job["timeouts"], job["releases"]) == ("ready", 1, 0, 0)
+    assert lib.counts(T0 + LEASE)["reserved"] == 2
+    # A's waiters are gone: a put to their tube stays ready; their timers too.
+    waiting = lib.put(T0 + LEASE, "w")
+    assert lib.job(waiting, T0 + LEASE)["state"] == "ready"
+    using, watching, waiting = lib("stats_tube", T0 + LEASE, "w")[6:9]
+    assert (using, watching, waiting) == (0, 1, 0)
+    assert lib("stats_tube", T0 + LEASE, "default")[6] == 0
+    assert "gone" not in lib.tubes(T0 + LEASE)  # nothing refers to it any more
+    assert lib.client.execute("ZCARD", "{bs}:timers") == 2  # B's two jobs' TTRs only
+    assert lib.client.execute("EXISTS", "{bs}:in:A", "{bs}:fr:A", "{bs}:fw:A", "{bs}:tr:A") == 0
+    assert lib.client.execute("ZRANGE", "{bs}:fes", 0, -1) == [b"B"]
+
+    # A wakes up (it was paused): its lease is lost and its calls are refused.
+    assert lease(lib, T0 + LEASE + S, "A") == 0
+    assert lease(lib, T0 + LEASE + S, "A", first=True) == 0
+    with pytest.raises(RedisError, match="LEASELOST"):
+        lib.reserve(T0 + LEASE + S, "A:1", timeout=-1, fe="A")
+    with pytest.raises(RedisError, match="LEASELOST"):
+        lib("reserve_job", T0 + LEASE + S, "A:1", other)
+    with pytest.raises(RedisError, match="LEASELOST"):
+        lib("ref", T0 + LEASE + S, "A", "w", "watching", -1)
+    with pytest.raises(RedisError, match="LEASELOST"):
+        lib("close", T0 + LEASE + S, "A:1", "default", "default")
+    assert lib("release", T0 + LEASE + S, "A:1", other, 0, 0) == 0  # not its job any more
+
+
+def test_a_renewed_lease_is_never_reclaimed(lib: Lib) -> None:
+    assert lease(lib, T0, "A", first=True) == 1
+    lib("ref", T0, "A", "default", "using", 2, "default", "watching", 2)  # two sessions open
+    job_id = lib.put(T0)
+    assert lib.reserve(T0, "A:1")[0] == job_id
+    assert lib.reserve(T0, "A:2", timeout=-1, fe="A") == b"WAIT"
+    for second in range(1, 20):  # renewed every second, as the service does
+        assert lease(lib, T0 + second * S, "A") == 1
+    lib("tick", T0 + 20 * S)
+    assert lib.job(job_id, T0 + 20 * S)["state"] == "reserved"
+    queued = lib.put(T0 + 20 * S)
+    assert lib.inbox("A") == [b"A:2 job %d x\r\n" % queued]
+    assert lib.client.execute("EXISTS", "{bs}:dead:A") == 0
+    # The sessions' own closes still work, and empty the reclaim index.
+    lib("close", T0 + 20 * S, "A:1", "default", "default")
+    lib("close", T0 + 20 * S, "A:2", "default", "default")
+    assert lib.client.execute("EXISTS", "{bs}:fr:A", "{bs}:fw:A", "{bs}:tr:A") == 0
+
+
+def test_reclaim_is_bounded_per_call(lib: Lib) -> None:
+    """250 jobs and 30 waiters of a dead front end: each call reclaims at most
+    100 (waiters first), and the jobs still come back in reserve order."""
+    assert lease(lib, T0, "A", first=True) == 1
+    pipe = lib.client.pipe
+    for _ in range(250):
+        pipe.call(("FCALL", "bs_put", 1, "{bs}", T0, "default", 0, 0, 600, b"x\r\n", ""))
+    for n in range(250):
+        pipe.call(("FCALL", "bs_reserve", 1, "{bs}", T0, f"A:{n % 7}", "A", 0, "default"))
+    for n in range(30):
+        pipe.call(("FCALL", "bs_reserve", 1, "{bs}", T0, f"A:w{n}", "A", -1, "w"))
+    lib.client.flush()
+    assert lib.counts(T0)["reserved"] == 250
+    after = T0 + LEASE
+    lib("tick", after)  # 30 waiters + 70 jobs
+    assert lib.client.execute("ZCARD", "{bs}:w:w") == 0
+    assert lib.client.execute("ZCARD", "{bs}:fr:A") == 250 - 70
+    assert lib.counts(after)["ready"] == 70  # commands do not reclaim: ticks and leases do
+    lib("tick", after)
+    assert lib.counts(after)["ready"] == 70 + 100
+    lib("lease", after, "B", LEASE, 1)  # another front end's renewal reclaims too
+    assert lib.counts(after)["ready"] == 250
+    assert lib("peek_tube", after, "default", "ready")[0] == 1
+    assert lib.client.execute("ZRANGE", "{bs}:fes", 0, -1) == [b"B"]  # A is gone
+    # Given back in reserve order: ids 1..250 reserved in id order, all pri 0.
+    got = [lib.reserve(after, "B:1")[0] for _ in range(250)]
+    assert got == list(range(1, 251))

@@ -17,7 +17,24 @@ drivers (``Server(store_tasks=...)``), and owns three things:
   meanwhile (a delayed put, a pause).  With nobody waiting there is no tick:
   every Function runs the timers already due before it does anything else.
 * the **count task**: command counts (``cmd-*``) are sent with the batches
-  at most every 100 ms; this sends what an idle front end still holds.
+  at most every 100 ms; this sends what an idle front end still holds;
+* the **lease task**: the front end's lease in Redis (``bs_lease``), taken
+  before serving and renewed every :data:`LEASE_RENEW_S`.  A front end that
+  stops renewing (SIGKILL, a crash, a pause) is reclaimed after
+  :data:`LEASE_S` by the next renewal or tick of any front end: its
+  sessions' reserved jobs go back to ready in reserve order (not counted as
+  timeouts or releases, as a closed connection's), its waiters are dropped,
+  its use/watch counts let go, its inbox deleted (functions.lua).
+
+A front end that finds its lease gone (it was stopped or cut off for longer
+than the lease: SIGSTOP, a swap storm, a partition) does not go on serving:
+its clients' jobs were given to others and Redis refuses its sessions'
+reserves.  It raises :class:`LeaseLost`, which ends the server with exit
+status 2 and a message saying so (as a lost Redis connection does), so that
+a supervisor (systemd ``Restart=on-failure``) starts it afresh under a new
+front-end id.  Its clients see their connections close, as for a crash, and
+reconnect; a job they were working on may be reserved by another client by
+then (at-least-once, as after a TTR), and their delete of it is NOT_FOUND.
 
 If Redis cannot be reached or loaded at start, or the connection is lost
 later, :class:`~.resp.RedisError` ends the server (main.py says why and
@@ -40,9 +57,24 @@ CONNECT_TIMEOUT_S = 10.0
 # of our sessions waits (a design bound: the reply may be up to this late;
 # 50 bs_tick calls a second per front end with waiters).
 WAIT_POLL_S = WAIT_POLL_NS / 1e9
+# A front end's lease: how long Redis keeps its state after its last renewal.
+# 5 s (the design's figure): 5 missed renewals, far above a renewal's round
+# trip (~0.1 ms loopback) or a GC pause, yet short next to a TTR (beanstalkd's
+# default is 120 s), so a crash costs its clients' jobs ~5-6 s.
+LEASE_S = 5.0
+LEASE_US = int(LEASE_S * 1_000_000)
+# Renewed this often: one bs_lease a second per front end.  Every renewal
+# (and every tick) also reclaims expired front ends, so a dead front end's
+# jobs are back 4-6 s after its death: measured 4.7 s after a SIGKILL
+# (test_redis_daemon.py), 4 s at best (renewed just before) .. LEASE_S + 1 s.
+LEASE_RENEW_S = 1.0
 # At shutdown, how long the last calls (the sessions' closes, which give
 # their reserved jobs back) may take to reach Redis.
 FLUSH_TIMEOUT_S = 2.0
+
+
+class LeaseLost(RedisError):
+    """This front end's lease ran out and its state was reclaimed: exit."""
 
 
 class StoreService:
@@ -60,6 +92,7 @@ class StoreService:
         # For the tests and the report: how often each task ran.
         self.ticks = 0
         self.inbox_pops = 0
+        self.lease_renewals = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, load the library, then serve until cancelled."""
@@ -90,7 +123,11 @@ class StoreService:
                     why = failure[0] if failure else f"no answer within {CONNECT_TIMEOUT_S:g} s"
                     raise RedisError(f"redis at {self.address} could not load the store's functions "
                                      f"(Redis 7.0 or later is needed): {why}")
+                # Hold a lease before serving anyone.
+                if await self._lease(first=True) != 1:
+                    raise LeaseLost(f"redis at {self.address} refused this front end's lease")
                 self._alive = True
+                nursery.start_soon(self._lease_loop)
                 nursery.start_soon(self._inbox_loop)
                 nursery.start_soon(self._tick_loop)
                 nursery.start_soon(self._count_loop)
@@ -132,6 +169,34 @@ class StoreService:
             await trio.sleep(COUNT_FLUSH_NS / 1e9)
             self.store.flush_counts()
 
+    async def _lease_loop(self) -> None:
+        """Renew the lease every second; exit (LeaseLost) once it is gone."""
+        renewed = trio.current_time()  # monotonic: it counts a SIGSTOP too
+        while True:
+            await trio.sleep(LEASE_RENEW_S)
+            # Asked at a time by our clock: Redis's can only be later, so
+            # past LEASE_S since the last renewal was sent it is certainly
+            # lost; say so without waiting for Redis to confirm.
+            asked = trio.current_time()
+            if asked - renewed >= LEASE_S:
+                raise LeaseLost(self._lost_message(asked - renewed))
+            reply = await self._lease(first=False)
+            if reply != 1:
+                if isinstance(reply, RedisError) or is_error(reply):
+                    raise RedisError(f"lease: {reply}")
+                raise LeaseLost(self._lost_message(trio.current_time() - renewed))
+            self.lease_renewals += 1
+            renewed = asked
+
+    def _lost_message(self, since: float) -> str:
+        return (f"front end {self.store.fe} lost its lease in redis at {self.address} "
+                f"(last renewed {since:.1f} s ago, lease {LEASE_S:g} s: was the process stopped?); "
+                "its clients' jobs were given back to the other front ends; exiting so that it "
+                "restarts clean")
+
+    async def _lease(self, first: bool) -> Reply:
+        return await self._call(lambda answered: self.store.request_lease(LEASE_US, first, answered))
+
     def _wake_ticks(self) -> None:
         self._someone_waits.set()
 
@@ -150,6 +215,10 @@ class StoreService:
             await trio.sleep(delay)
 
     async def _tick(self) -> Reply:
+        return await self._call(self.store.request_tick)
+
+    async def _call(self, request: Callable[[Callable[[Reply], None]], None]) -> Reply:
+        """Queue one store call with the batches and wait for its reply."""
         done = trio.Event()
         box: list[Reply] = []
 
@@ -157,6 +226,6 @@ class StoreService:
             box.append(reply)
             done.set()
 
-        self.store.request_tick(answered)
+        request(answered)
         await done.wait()
         return box[0]

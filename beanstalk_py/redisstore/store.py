@@ -195,6 +195,12 @@ class RedisStore:
         ``[redis now us, next timer us or -1]`` (the service's tick task)."""
         self._fcall("tick", 0, (), callback)
 
+    def request_lease(self, ttl_us: int, first: bool, callback: Callable[[Reply], None]) -> None:
+        """Take (``first``) or renew this front end's lease for ``ttl_us`` by
+        the Redis clock; ``callback`` gets 1, or 0 if it was lost (it ran out
+        and this front end's state was reclaimed: see functions.lua)."""
+        self._fcall("lease", 0, (self.fe, ttl_us, 1 if first else 0), callback)
+
     def _check(self, reply: Reply) -> None:
         if isinstance(reply, RedisError) or is_error(reply):
             self._error("set-up", reply)
@@ -308,7 +314,7 @@ class RedisStore:
 
     def _ref(self, now: int, *changes: Arg) -> None:
         """Tube use/watch counts, written behind (nobody waits for the reply)."""
-        self._fcall("ref", now, changes, self._check)
+        self._fcall("ref", now, (self.fe, *changes), self._check)
 
     # ------------------------------------------------------------------ the seam: process
 

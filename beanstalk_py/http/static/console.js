@@ -132,7 +132,7 @@
       }
       const data = await response.json();
       if (!response.ok) {
-        setStatus("error", "off");
+        if (timer !== null) setStatus("error", "off");
         return;
       }
       if (data.gone) {
@@ -143,9 +143,10 @@
       }
       if (data.cells) setCells(document, data.cells, true);
       if (data.rows) setRows(data.rows);
-      setStatus("live", "on");
+      // A poll that was on its way when the tab was hidden must not undo "paused".
+      if (timer !== null) setStatus("live", "on");
     } catch (error) {
-      setStatus("offline", "off");
+      if (timer !== null) setStatus("offline", "off");
     } finally {
       busy = false;
     }
