@@ -30,7 +30,6 @@ from .client import (
     NotFound,
     ServerError,
     UsageError,
-    check_tube,
 )
 from .render import (
     JOB_COLUMNS,

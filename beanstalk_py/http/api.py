@@ -27,7 +27,7 @@ from ..log import warn
 from ..metrics import DEFAULT_TUBE_SERIES, render, render_insight
 from ..protocol import valid_tube_name
 from ..stats import Stat, server_stats
-from ..store import BURIED, DELAYED, READY, RESERVED, STATES, Cursor, JobView, Later, Store
+from ..store import BURIED, DELAYED, READY, RESERVED, STATES, Cursor, Later, Store
 from ..wal import WalError
 from .auth import Principal
 from .rates import RateHistory
@@ -311,15 +311,15 @@ class Plane:
             raise ApiError(404, f"no tube {name.decode('ascii')}")
         scanned: Optional[int] = None
         if q:
-            views, next_cursor, scanned = self._search(name, state, count, cursor, q.encode("utf-8"))
+            views, next_cursor, scanned = now_value(
+                self.store.search_jobs(name, state, q.encode("utf-8"), count, MAX_SCAN, cursor))
         else:
             views, next_cursor = now_value(self.store.tube_jobs(name, state, count, cursor))
         jobs = []
         for view in views:
-            stats = now_value(self.store.job_stats(view.id, now))
-            if stats is None:
+            fields = self._job_fields(view.id, now)
+            if fields is None:
                 continue
-            fields = {stat.name: stat.value for stat in stats}
             body = view.body[:-2]
             jobs.append({"id": view.id, "pri": fields["pri"], "state": fields["state"],
                          "age": fields["age"], "time-left": fields["time-left"], "size": len(body),
@@ -330,9 +330,10 @@ class Plane:
             out["scanned"] = scanned
         return out
 
-    def _search(self, name: bytes, state: str, count: int, cursor: Optional[Cursor],
-                needle: bytes) -> tuple[Sequence[JobView], Optional[Cursor], int]:
-        return now_value(self.store.search_jobs(name, state, needle, count, MAX_SCAN, cursor))
+    def _job_fields(self, job_id: int, now: int) -> Optional[dict[str, Union[int, float, str, bool]]]:
+        """stats-job of a job by name (None: no such job)."""
+        stats = now_value(self.store.job_stats(job_id, now))
+        return None if stats is None else {stat.name: stat.value for stat in stats}
 
     def job(self, job_id: int) -> dict[str, Any]:
         """stats-job and the body (size-capped)."""
@@ -344,12 +345,6 @@ class Plane:
         return {**stats_dict(stats), **full_body(view.body[:-2])}
 
     # ------------------------------------------------------------------ writes
-
-    def _job_state(self, job_id: int) -> str:
-        stats = now_value(self.store.job_stats(job_id, self.clock()))
-        if stats is None:
-            raise ApiError(404, f"no job {job_id}")
-        return str(next(stat.value for stat in stats if stat.name == "state"))
 
     def _tube_counts(self, name: bytes) -> dict[str, int]:
         stats = self.tube_stats(name, self.clock())
@@ -375,18 +370,20 @@ class Plane:
 
         A reserved job belongs to its worker (whose own delete or release would
         then fail), so only kick-free states are changed: 409 otherwise."""
-        fields = {"dry_run"} | ({"to"} if action == "move" else {"pri"} if action == "reprioritize" else set())
-        _only(body, fields)
+        _only(body, {"dry_run"} | ({"to"} if action == "move" else {"pri"} if action == "reprioritize" else set()))
         dry_run = body.get("dry_run", False)
         _check_bool(dry_run, "dry_run")
-        state = self._job_state(job_id)
+        fields = self._job_fields(job_id, self.clock())
+        if fields is None:
+            raise ApiError(404, f"no job {job_id}")
+        state = str(fields["state"])
         allowed = _JOB_ACTION_STATES[action]
         if state not in allowed:
             raise ApiError(409, f"job {job_id} is {state}: {action} needs a job that is {' or '.join(allowed)}"
                            + (" (a reserved job belongs to its worker)" if state == RESERVED else ""))
         target, pri = b"", 0
         if action == "move":
-            target = _target(body, self._job_tube(job_id))
+            target = _target(body, str(fields["tube"]).encode("ascii"))
         elif action == "reprioritize":
             pri = _priority(body)
         if dry_run:
@@ -417,12 +414,6 @@ class Plane:
             what += f" to priority {pri}"
         self._log(who, what, 1, started)
         return {"count": 1}
-
-    def _job_tube(self, job_id: int) -> bytes:
-        stats = now_value(self.store.job_stats(job_id, self.clock()))
-        if stats is None:
-            raise ApiError(404, f"no job {job_id}")
-        return str(next(stat.value for stat in stats if stat.name == "tube")).encode("ascii")
 
     async def put_json(self, who: Principal, name: bytes, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /api/v1/tubes/{tube}/jobs``: {"body", "encoding": "text"|"base64",
@@ -559,11 +550,8 @@ class Plane:
         return {"dry_run": True, "count": done, "skipped": skipped} if dry_run else {"count": done, "skipped": skipped}
 
     def _is(self, job_id: int, name: bytes, state: str, now: int) -> bool:
-        stats = now_value(self.store.job_stats(job_id, now))
-        if stats is None:
-            return False
-        fields = {stat.name: stat.value for stat in stats}
-        return fields["tube"] == name.decode("ascii") and fields["state"] == state
+        fields = self._job_fields(job_id, now)
+        return fields is not None and fields["tube"] == name.decode("ascii") and fields["state"] == state
 
     def _change(self, job_id: int, action: str, target: bytes, now: int) -> bool:
         if action == "kick":

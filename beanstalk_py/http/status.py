@@ -30,7 +30,6 @@ from .auth import HttpConfigError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
-    from starlette.responses import Response
     from starlette.routing import Route
 
     from .api import Plane
