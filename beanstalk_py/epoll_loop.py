@@ -20,7 +20,7 @@ import select
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .conn import Connection
+from .conn import IO_CHUNK, Connection
 from .dispatch import RECV_SIZE, Dispatcher
 from .listen import set_nodelay
 
@@ -61,6 +61,11 @@ class _EpollSocket:
 
     def wake(self) -> None:
         """The connection has output (a reserve finished waiting): send it soon."""
+        self.loop.mark_dirty(self)
+
+    def hang_up(self) -> None:
+        """Close soon, unsent output dropped (the store lost the client's state)."""
+        self.pending = None
         self.loop.mark_dirty(self)
 
 
@@ -193,8 +198,20 @@ class EpollLoop:
             if mask & _READABLE:
                 if client.dead:
                     continue
+                conn = client.conn
+                # A big body streaming in: at most one IO_CHUNK straight into
+                # its buffer per pass (the socket stays readable, so the next
+                # pass comes back for more after serving the others).
+                window = conn.body_window()
                 try:
-                    data = client.sock.recv(RECV_SIZE)
+                    if window is None:
+                        data = client.sock.recv(RECV_SIZE)
+                    else:
+                        count = client.sock.recv_into(window)
+                        if count:
+                            conn.body_received(count)
+                            continue  # nothing to run before the body's last bytes
+                        data = b""
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -228,15 +245,19 @@ class EpollLoop:
             if data is None:
                 if not conn.out:
                     break
-                data = memoryview(conn.take_output())
+                data = memoryview(conn.take_chunk())
             try:
-                sent = sock.send(data)
+                # A big piece (a job body, see Connection.take_chunk) goes
+                # out one IO_CHUNK slice per pass.
+                sent = sock.send(data if len(data) <= IO_CHUNK else data[:IO_CHUNK])
             except BlockingIOError:
                 sent = 0
             except OSError:
                 self._close(client, self.now_ns())
                 return
             if sent < len(data):
+                # The rest on EPOLLOUT: at once in the next pass, after the
+                # other sockets, if the kernel took a whole slice.
                 client.pending = data[sent:]
                 break
             client.pending = None

@@ -241,18 +241,37 @@ class _StoreFailed(Exception):
 def make_redis_store(opts: Options) -> tuple["Store[Any]", "StoreService"]:
     """The Redis store for --store and its tasks (_StoreFailed without hiredis)."""
     from .redisstore.address import parse_store_url
-    from .redisstore.resp import RedisError, TrioRedis
+    from .private_file import PrivateFileError, read_private_file
+    from .redisstore.resp import Credentials, RedisError, TrioRedis
     from .redisstore.service import StoreService
     from .redisstore.store import RedisStore
 
     assert opts.store is not None
     address = parse_store_url(opts.store)  # checked by options.py
+    password = address.password
+    if opts.store_password_file is not None:
+        try:
+            password = read_private_file(opts.store_password_file, "--store-password-file", 4096).decode().strip()
+        except (PrivateFileError, UnicodeDecodeError) as exc:
+            raise _StoreFailed(str(exc)) from None
+    context = None
+    if address.tls:
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=opts.store_tls_ca)
+            if opts.store_tls_cert is not None:
+                context.load_cert_chain(opts.store_tls_cert, opts.store_tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise _StoreFailed(f"--store TLS files: {exc}") from None
+    replicas, wait_ms = opts.durability
     try:
-        command = TrioRedis(address.host, address.port, address.db)
+        credentials = Credentials(address.db, address.username, password, context)
+        command = TrioRedis(address.host, address.port, credentials=credentials, replicas=replicas, wait_ms=wait_ms)
     except RedisError as exc:  # no hiredis: the message names the extra
         raise _StoreFailed(f"--store: {exc}") from None
     store = RedisStore(command, max_job_size=opts.max_job_size, service=True)
-    return store, StoreService(store, command, address, settle=lambda: None)
+    return store, StoreService(store, command, address, settle=lambda: None, durability=opts.durability)
 
 
 def _run_with_store(trio: Any, server: Any) -> Optional[str]:

@@ -57,6 +57,11 @@ class Options:
     http_status_secret: Optional[str] = None  # the HMAC key file of /status/{token} (off without it)
     http_cors_origins: tuple[str, ...] = ("*",)  # origins /status answers with CORS
     store: Optional[str] = None  # redis://HOST:PORT/DB: queue state in Redis (None: in memory)
+    store_password_file: Optional[str] = None  # the primary's AUTH password (mode 0600), not in the URL
+    store_tls_ca: Optional[str] = None  # rediss://: the CAs that sign Redis's (and Sentinels') certificates
+    store_tls_cert: Optional[str] = None  # rediss://: this front end's client certificate (PEM)
+    store_tls_key: Optional[str] = None  # and its key
+    durability: tuple[int, int] = (0, 0)  # --durability replica:N:MS as (N, MS); (0, 0): none
 
 
 class UsageExit(SystemExit):
@@ -103,7 +108,17 @@ Options:
  --store redis://HOST:PORT/DB
                             keep the queue in Redis (7.0 or later), shared by every
                             front end given the same store; needs beanstalk-py[redis];
-                            not with -b
+                            not with -b.  Also redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER/DB
+                            (the primary found and followed through Sentinel),
+                            rediss:// for TLS, redis://:PASSWORD@HOST for AUTH
+ --store-password-file FILE the primary's password, from a mode 0600 file
+ --store-tls-ca FILE        rediss://: CAs for Redis's and the Sentinels' certificates
+ --store-tls-cert FILE      rediss://: this front end's client certificate (PEM)
+ --store-tls-key FILE       its private key (PEM)
+ --durability none|replica[:N[:MS]]
+                            with replica, a change is answered only once N replicas
+                            (default 1) have it (WAIT, asked again every MS ms,
+                            default 100); none (the default) answers at once
 
  {PROG} admin --help        the admin command line
 """
@@ -126,7 +141,8 @@ def _parse_size(text: str) -> int:
 
 _LONG = ("max-connections", "tls-listen", "tls-cert", "tls-key", "tls-client-ca", "tls-handshake-timeout",
          "http", "http-tokens", "http-cert", "http-key", "http-client-ca", "http-max-connections",
-         "http-read-only", "http-status-secret", "http-cors-origins", "store")
+         "http-read-only", "http-status-secret", "http-cors-origins", "store", "store-password-file",
+         "store-tls-ca", "store-tls-cert", "store-tls-key", "durability")
 _FLAGS = ("http-read-only",)  # long options without a value
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^\[\]]*):[0-9]+")
 
@@ -134,7 +150,10 @@ _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^\[\]]*):[0-9]+")
 # Options whose value is stored as given (a file or an address), by attribute.
 _AS_GIVEN = {name: name.replace("-", "_") for name in (
     "tls-listen", "tls-cert", "tls-key", "tls-client-ca",
-    "http-tokens", "http-cert", "http-key", "http-client-ca", "http-status-secret")}
+    "http-tokens", "http-cert", "http-key", "http-client-ca", "http-status-secret",
+    "store-password-file", "store-tls-ca", "store-tls-cert", "store-tls-key")}
+_DURABILITY = re.compile(r"none|replica(?::([0-9]{1,3})(?::([0-9]{1,6}))?)?")
+DEFAULT_WAIT_MS = 100
 
 
 def _parse_long(opts: Options, name: str, value: str) -> None:
@@ -159,6 +178,12 @@ def _parse_long(opts: Options, name: str, value: str) -> None:
             warn(str(exc))
             _usage(EXIT_USAGE)
         opts.store = value
+    elif name == "durability":
+        match = _DURABILITY.fullmatch(value)
+        if match is None or (match[1] is not None and int(match[1]) < 1) or (match[2] is not None and int(match[2]) < 1):
+            warn(f"--durability needs none or replica[:N[:MS]] (N replicas >= 1, MS > 0), not {value!r}")
+            _usage(EXIT_USAGE)
+        opts.durability = (0, 0) if value == "none" else (int(match[1] or 1), int(match[2] or DEFAULT_WAIT_MS))
     elif name == "http-max-connections":
         if not value.isdigit() or int(value) < 1:
             warn(f"--http-max-connections needs a whole number of at least 1, not {value!r}")
@@ -187,6 +212,20 @@ def _check(opts: Options) -> None:
     if opts.store is not None and opts.binlog_dir is not None:
         warn("--store and -b exclude each other: with --store the queue lives in Redis, "
              "whose own persistence (AOF) replaces the binlog")
+        _usage(EXIT_USAGE)
+    store_given = [name for name, value in (
+        ("--store-password-file", opts.store_password_file), ("--store-tls-ca", opts.store_tls_ca),
+        ("--store-tls-cert", opts.store_tls_cert), ("--store-tls-key", opts.store_tls_key),
+        ("--durability", opts.durability[0] or None)) if value is not None]
+    if store_given and opts.store is None:
+        warn(f"{', '.join(store_given)} need --store")
+        _usage(EXIT_USAGE)
+    tls_files = opts.store_tls_ca or opts.store_tls_cert or opts.store_tls_key
+    if tls_files and not (opts.store or "").startswith("rediss"):
+        warn("--store-tls-ca, --store-tls-cert and --store-tls-key need a rediss:// store")
+        _usage(EXIT_USAGE)
+    if (opts.store_tls_cert is None) != (opts.store_tls_key is None):
+        warn("--store-tls-cert and --store-tls-key go together")
         _usage(EXIT_USAGE)
     if opts.tls_listen is not None and (opts.tls_cert is None or opts.tls_key is None):
         warn("--tls-listen needs --tls-cert and --tls-key")

@@ -120,12 +120,13 @@ def server_stats(store: list[Stat], info: ServerInfo, now: int) -> list[Stat]:
         Stat("rusage-utime", _rusage_seconds(usage.ru_utime), Kind.COUNTER),
         Stat("rusage-stime", _rusage_seconds(usage.ru_stime), Kind.COUNTER),
         Stat("uptime", (now - info.started_at) // NS, Kind.COUNTER),
-        Stat("id", info.instance_id, Kind.INFO),
         Stat("hostname", info.hostname, Kind.INFO),
         Stat("os", info.os_version, Kind.INFO),
         Stat("platform", info.platform, Kind.INFO),
     ):
         fields[stat.name] = stat
+    if "id" not in fields:  # a shared store names itself (its epoch); else this process
+        fields["id"] = Stat("id", info.instance_id, Kind.INFO)
     return [fields[name] for name in STATS_ORDER]
 
 

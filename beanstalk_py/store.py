@@ -125,6 +125,10 @@ class SessionOwner(Protocol):
 
     def deliver(self, completion: Completion, now: int) -> None: ...
 
+    def hang_up(self) -> None:
+        """The store lost this session's state (a shared store's connection
+        was lost): close the client without another reply."""
+
 
 class Session(Protocol):
     """A client's handle: opaque to the caller, passed back on every call."""

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import trio
 
+from .conn import IO_CHUNK
 from .dispatch import RECV_SIZE, Dispatcher, now_ns
 from .tls import HandshakeLog, handshake
 
@@ -30,14 +31,19 @@ from .tls import HandshakeLog, handshake
 class _StreamWaker:
     """How the store's delivery wakes one connection's task."""
 
-    __slots__ = ("scope",)
+    __slots__ = ("scope", "whole")
 
     def __init__(self) -> None:
         self.scope: Optional[trio.CancelScope] = None
+        self.whole: Optional[trio.CancelScope] = None  # the connection's whole life
 
     def wake(self) -> None:
         if self.scope is not None:
             self.scope.cancel()
+
+    def hang_up(self) -> None:
+        if self.whole is not None:
+            self.whole.cancel()
 
 
 class _AcceptPolicy(trio.abc.Listener[trio.SocketStream]):
@@ -109,36 +115,60 @@ async def serve_stream(stream: trio.abc.Stream, dispatcher: Dispatcher) -> None:
     io = _StreamWaker()
     conn = dispatcher.open(fd, io)
     durability = dispatcher.durability
+    whole = io.whole = trio.CancelScope()  # one per connection, not per read
+    # A plain socket reads a big body straight into its buffer (TLS cannot:
+    # its bytes go through receive_data, one more copy).
+    sock = stream.socket if isinstance(stream, trio.SocketStream) else None
     try:
-        while True:
-            if conn.out:
-                if dispatcher.must_sync():
-                    await trio.to_thread.run_sync(durability.sync)  # -f 0: only what is on disk
-                await stream.send_all(conn.take_output())
-                if not dispatcher.output_sent(conn, fd, now_ns()):
+        with whole:
+            while True:
+                if conn.out:
+                    if dispatcher.must_sync():
+                        await trio.to_thread.run_sync(durability.sync)  # -f 0: only what is on disk
+                    chunk = conn.take_chunk()
+                    if len(chunk) <= IO_CHUNK:
+                        await stream.send_all(chunk)
+                    else:
+                        # A job body (see Connection.take_chunk): IO_CHUNK
+                        # slices, each send_all a checkpoint, so other tasks
+                        # run between them.
+                        with memoryview(chunk) as view:
+                            for start in range(0, len(view), IO_CHUNK):
+                                await stream.send_all(view[start:start + IO_CHUNK])
+                    if not dispatcher.output_sent(conn, fd, now_ns()):
+                        break
+                    continue
+                if conn.closing and not conn.outstanding:
                     break
-                continue
-            if conn.closing and not conn.outstanding:
-                break
-            if conn.awaiting:
-                # The store owes it a reply (a blocked reserve, or a Later of a
-                # network store): wait for input and for the store's wake-up.
-                with trio.CancelScope() as scope:
-                    io.scope = scope
-                    if conn.wants_input:
+                if conn.awaiting:
+                    # The store owes it a reply (a blocked reserve, or a Later of a
+                    # network store): wait for input and for the store's wake-up.
+                    with trio.CancelScope() as scope:
+                        io.scope = scope
+                        if conn.wants_input:
+                            data = await stream.receive_some(RECV_SIZE)
+                        else:
+                            await trio.sleep_forever()
+                    io.scope = None
+                    if scope.cancelled_caught:
+                        continue
+                else:
+                    window = conn.body_window() if sock is not None else None
+                    if window is None or sock is None:
                         data = await stream.receive_some(RECV_SIZE)
                     else:
-                        await trio.sleep_forever()
-                io.scope = None
-                if scope.cancelled_caught:
-                    continue
-            else:
-                data = await stream.receive_some(RECV_SIZE)
-            now = now_ns()
-            dispatcher.store.tick(now)
-            if not dispatcher.received(conn, fd, data, now):
-                break
-            dispatcher.settle(now)
+                        # A big body: at most IO_CHUNK into its buffer, then a
+                        # checkpoint (trio's recv_into), so other tasks run.
+                        count = await sock.recv_into(window)
+                        if count:
+                            conn.body_received(count)
+                            continue  # nothing to run before the body's last bytes
+                        data = b""
+                now = now_ns()
+                dispatcher.store.tick(now)
+                if not dispatcher.received(conn, fd, data, now):
+                    break
+                dispatcher.settle(now)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:

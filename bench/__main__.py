@@ -156,7 +156,8 @@ def compare(args: argparse.Namespace, gen: loadgen.Generator, workloads: list[st
                 if entry["unsupported"][side]:
                     continue
                 server = servers.Server(sides[side][0], sides[side][1], binlog=workload.binlog,
-                                        binlog_base=args.binlog_base, cpus=server_cpus)
+                                        binlog_base=args.binlog_base, cpus=server_cpus,
+                                        extra=workload.server_args)
                 t0 = time.monotonic()
                 try:
                     server.start()

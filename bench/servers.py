@@ -75,6 +75,18 @@ def rss_bytes(pid: int) -> Optional[int]:
     return None
 
 
+def peak_rss_bytes(pid: int) -> Optional[int]:
+    """VmHWM (the peak resident set) of a process, from /proc/PID/status."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def ping(port: int, timeout: float = 1.0) -> bool:
     """True when a server on ``port`` answers (an empty line gets UNKNOWN_COMMAND)."""
     try:
@@ -89,13 +101,14 @@ class Server:
     """One server process started for one run."""
 
     def __init__(self, name: str, argv: list[str], binlog: bool = False,
-                 binlog_base: Optional[str] = None, cpus: Optional[set[int]] = None) -> None:
+                 binlog_base: Optional[str] = None, cpus: Optional[set[int]] = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.name = name
         self.port = free_port()
         # {http_port}: a second port, for --http (the --scrape workloads).
         self.http_port = free_port() if any("{http_port}" in a for a in argv) else None
         self.argv = [a.replace("{port}", str(self.port)).replace("{http_port}", str(self.http_port))
-                     for a in argv]
+                     for a in argv] + list(extra)
         self.cpus = cpus
         self.binlog_dir: Optional[str] = None
         if binlog:

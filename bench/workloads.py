@@ -174,6 +174,34 @@ def memory(ctx: Ctx) -> dict:
     }
 
 
+def big_bodies(ctx: Ctx) -> dict:
+    """Five 50 MiB puts, then their reserves, with a small-request probe alongside (bench/bigbody.py)."""
+    import json
+    import subprocess
+    import sys
+
+    from .servers import proc_cpu_s, peak_rss_bytes
+
+    cpu0 = proc_cpu_s(ctx.pid) if ctx.pid else None
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "bench.bigbody", "--port", str(ctx.port),
+                           "--pid", str(ctx.pid or 0)],
+                          capture_output=True, timeout=ctx.limit * 5, cwd=loadgen.HERE.parent,
+                          preexec_fn=loadgen._pin(ctx.load_cpus))
+    wall = time.monotonic() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.bigbody exited {done.returncode}: {done.stderr.decode(errors='replace')[-800:]}")
+    out = json.loads(done.stdout.decode().splitlines()[-1])
+    cpu1 = proc_cpu_s(ctx.pid) if ctx.pid else None
+    peak = peak_rss_bytes(ctx.pid) if ctx.pid else None
+    out["server_cpu_pct"] = None if cpu0 is None or cpu1 is None else round(100 * (cpu1 - cpu0) / wall, 1)
+    out["peak_rss_mib"] = None if peak is None else peak / 2**20
+    out["errors"] = out.pop("probe_errors")
+    out["phase_cpu"] = {}
+    out["load_cpu_pct"] = None
+    return out
+
+
 class Unavailable(RuntimeError):
     """The workload cannot run in this setting (reported, not fatal)."""
 
@@ -184,6 +212,7 @@ class Workload:
     run: Callable[[Ctx], dict]
     summary: str
     binlog: bool = False       # both servers get -b <temp dir> (default fsync policy)
+    server_args: tuple[str, ...] = ()  # more flags for both servers
     on_target: bool = True     # part of the default set for --target
     throughput: tuple[str, ...] = ()
     latency: tuple[str, ...] = ()
@@ -213,6 +242,9 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              on_target=False, throughput=("puts_per_s",), latency=("p50_us", "p99_us")),
     Workload("binlog-prd", prd(1, 1), "prd-1x1 with -b (default fsync)", binlog=True,
              on_target=False, throughput=("jobs_per_s",), latency=("p50_us", "p99_us")),
+    Workload("big-bodies", big_bodies, "-z 100 MiB: five 50 MiB puts then reserves, a probe alongside",
+             on_target=False, server_args=("-z", str(100 * 2**20)),
+             throughput=("ingest_mib_s", "egress_mib_s"), latency=("stall_max_ms",)),
     Workload("memory", memory, "RSS per job after putting 1,000,000 jobs of 100 bytes",
              on_target=False, throughput=("fill_puts_per_s",), latency=("bytes_per_job",)),
 ]}
@@ -253,6 +285,15 @@ METRICS: dict[str, list[Metric]] = {
                     Metric("drain_p50_us", "drain cmd p50 us", "lower", "drain")],
     "binlog-put": _PUT,
     "binlog-prd": _PRD,
+    "big-bodies": [Metric("ingest_mib_s", "ingest MiB/s", "higher"),
+                   Metric("egress_mib_s", "egress MiB/s", "higher"),
+                   Metric("ingest_stall_max_ms", "probe max ms, in", "lower"),
+                   Metric("ingest_probe_p99_ms", "probe p99 ms, in", "lower"),
+                   Metric("egress_stall_max_ms", "probe max ms, out", "lower"),
+                   Metric("egress_probe_p99_ms", "probe p99 ms, out", "lower"),
+                   Metric("server_cpu_ms_in", "server CPU ms/body in", "lower"),
+                   Metric("server_cpu_ms_out", "server CPU ms/body out", "lower"),
+                   Metric("peak_rss_mib", "peak RSS, MiB", "lower")],
     "memory": [Metric("bytes_per_job", "RSS bytes/job", "lower", "fill"),
                Metric("fill_puts_per_s", "fill puts/s", "higher", "fill"),
                Metric("rss_after_mib", "RSS after, MiB", "lower", "fill")],

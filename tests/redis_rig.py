@@ -35,7 +35,8 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process we started (and only we stop)."""
 
-    port: int = 0
+    port: int = 0  # 0: a free one; given: that one (a restart on the same address)
+    extra: tuple[str, ...] = ()  # more redis-server options (replicaof, requirepass, TLS...)
     proc: Optional[subprocess.Popen] = None
     workdir: Optional[tempfile.TemporaryDirectory] = None
 
@@ -43,12 +44,13 @@ class RedisServer:
         if REDIS_BINARY is None:
             pytest.skip(SKIP_REASON)
         self.workdir = tempfile.TemporaryDirectory(prefix="bs-redis-")
-        for _attempt in range(5):
-            self.port = _free_port()
+        fixed = self.port
+        for _attempt in range(1 if fixed else 5):
+            self.port = fixed or _free_port()
             self.proc = subprocess.Popen(
                 [REDIS_BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", self.workdir.name, "--daemonize", "no",
-                 "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
+                 "--maxmemory-policy", "noeviction", "--loglevel", "warning", *self.extra],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -66,7 +68,8 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                answer = sock.recv(64)
+                return answer.startswith(b"+PONG") or answer.startswith(b"-NOAUTH")
         except OSError:
             return False
 
@@ -129,3 +132,81 @@ class StoreRig:
 
     def close(self) -> None:
         self.client.close()
+
+
+SENTINEL_BINARY = shutil.which("redis-sentinel")
+SENTINEL_SKIP_REASON = ("redis-sentinel is not installed (apt-get install -y redis-sentinel); "
+                        ".ci/run installs it")
+
+
+@dataclass
+class SentinelServer:
+    """One redis-sentinel we started, watching one primary as ``master``,
+    with a config file written fresh (Sentinel rewrites its own)."""
+
+    primary_port: int
+    master: str = "bsmaster"
+    down_after_ms: int = 1000  # the design's failover figure: 2.1-2.2 s in all
+    port: int = 0
+    proc: Optional[subprocess.Popen] = None
+    workdir: Optional[tempfile.TemporaryDirectory] = None
+
+    def start(self, timeout: float = 10.0) -> "SentinelServer":
+        if SENTINEL_BINARY is None:
+            pytest.skip(SENTINEL_SKIP_REASON)
+        self.workdir = tempfile.TemporaryDirectory(prefix="bs-sentinel-")
+        self.port = _free_port()
+        config = f"{self.workdir.name}/sentinel.conf"
+        with open(config, "w") as out:
+            # failover-timeout: Sentinel leaves a replica that replicates
+            # through a proxy (the tests' cut) alone for this long.
+            out.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir.name}\n"
+                      f"sentinel monitor {self.master} 127.0.0.1 {self.primary_port} 1\n"
+                      f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}\n"
+                      f"sentinel failover-timeout {self.master} 60000\n"
+                      f"sentinel parallel-syncs {self.master} 1\n")
+        self.proc = subprocess.Popen([SENTINEL_BINARY, config, "--loglevel", "warning"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-sentinel exited: {self.proc.communicate()[0]!r}")
+            if self.primary() is not None:
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-sentinel did not answer")
+
+    def ask(self, *words: str) -> bytes:
+        command = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(command)
+            time.sleep(0.02)
+            return sock.recv(1 << 16)
+
+    def primary(self) -> Optional[int]:
+        """The port Sentinel names for the primary now (None: no answer)."""
+        try:
+            answer = self.ask("SENTINEL", "get-master-addr-by-name", self.master)
+        except OSError:
+            return None
+        parts = answer.split(b"\r\n")
+        return int(parts[4]) if len(parts) > 4 and parts[0] == b"*2" else None
+
+    def replicas_known(self) -> int:
+        answer = self.ask("SENTINEL", "replicas", self.master)
+        return answer.count(b"\r\nip\r\n")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.workdir is not None:
+            self.workdir.cleanup()
+            self.workdir = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from beanstalk_py.options import UsageExit, parse_args
@@ -107,6 +109,43 @@ def test_store_address() -> None:
     assert parse_store_url("redis://cache.local") == StoreAddress("cache.local", 6379, 0)
     assert parse_store_url("redis://[::1]:7001/") == StoreAddress("::1", 7001, 0)
     assert str(StoreAddress("::1", 7001, 3)) == "redis://[::1]:7001/3"
+    assert parse_store_url("redis://:p%40ss@h:1/2") == StoreAddress("h", 1, 2, password="p@ss")
+    assert parse_store_url("redis://secret@h") == StoreAddress("h", password="secret")  # as redis-cli
+    assert parse_store_url("rediss://app:pw@h:6380/0") == StoreAddress("h", 6380, 0, True, "app", "pw")
+    sentinel = parse_store_url("redis+sentinel://s1,s2:26380,[::1]/main/4")
+    assert sentinel.sentinels == (("s1", 26379), ("s2", 26380), ("::1", 26379))
+    assert (sentinel.master, sentinel.db, sentinel.tls, sentinel.sentinel) == ("main", 4, False, True)
+    assert str(sentinel) == "redis+sentinel://s1:26379,s2:26380,[::1]:26379/main/4"
+    assert str(parse_store_url("rediss://:pw@h/1")) == "rediss://h:6379/1"  # never the password
+    assert parse_store_url("rediss+sentinel://s/m").tls
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://h", "--store needs redis://"),
+    ("redis://h:0", "bad port"),
+    ("redis://h/x", "must be a number"),
+    ("redis://a,b", "several hosts need redis+sentinel://"),
+    ("redis+sentinel://s", "needs the master's name"),
+    ("redis+sentinel://s/m/1/2", "--store needs"),
+    ("redis://:hunter2@h/1/2", "***"),
+])
+def test_bad_store_urls(url: str, message: str) -> None:
+    from beanstalk_py.redisstore.address import StoreAddressError, parse_store_url
+
+    with pytest.raises(StoreAddressError, match=re.escape(message)) as caught:
+        parse_store_url(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_durability_and_store_options() -> None:
+    opts = parse_args(["--store", "redis://h", "--durability", "replica"])
+    assert opts.durability == (1, 100)
+    assert parse_args(["--store", "redis://h", "--durability", "replica:2:250"]).durability == (2, 250)
+    assert parse_args(["--store", "redis://h", "--durability", "none"]).durability == (0, 0)
+    assert parse_args([]).durability == (0, 0)
+    opts = parse_args(["--store", "rediss://h", "--store-tls-ca", "ca.pem", "--store-tls-cert", "c", "--store-tls-key", "k",
+                       "--store-password-file", "pw"])
+    assert (opts.store_tls_ca, opts.store_tls_cert, opts.store_tls_key, opts.store_password_file) == ("ca.pem", "c", "k", "pw")
 
 
 @pytest.mark.parametrize(
@@ -118,6 +157,12 @@ def test_store_address() -> None:
         (["--tls-listen", "127.0.0.1:1"], "needs --tls-cert and --tls-key"),
         (["--tls-cert", "c.pem"], "need --tls-listen"),
         (["--tls-listen", ":1", "--tls-cert", "c", "--tls-key", "k", "--tls-handshake-timeout", "x"], "seconds"),
+        (["--store", "redis://h", "--durability", "replica:0"], "replica[:N[:MS]]"),
+        (["--store", "redis://h", "--durability", "all"], "replica[:N[:MS]]"),
+        (["--durability", "replica"], "--durability need --store"),
+        (["--store-password-file", "f"], "--store-password-file need --store"),
+        (["--store", "redis://h", "--store-tls-ca", "ca"], "need a rediss:// store"),
+        (["--store", "rediss://h", "--store-tls-cert", "c"], "go together"),
         (["--http", "8080"], "ADDR:PORT or unix:PATH"),
         (["--http", "unix:"], "ADDR:PORT or unix:PATH"),
         (["--http-tokens", "t"], "needs --http"),
@@ -128,9 +173,9 @@ def test_store_address() -> None:
         (["--http", ":1", "--http-max-connections", "0"], "at least 1"),
         (["--http", ":1", "--http-cors-origins", " , "], "at least one origin"),
         (["--store", "127.0.0.1:6379"], "needs redis://HOST[:PORT][/DB]"),
-        (["--store", "redis://127.0.0.1:6379/x"], "needs redis://HOST[:PORT][/DB]"),
+        (["--store", "redis://127.0.0.1:6379/x"], "the database must be a number"),
         (["--store", "redis://127.0.0.1:99999/0"], "bad port"),
-        (["--store", "redis+sentinel://s1:26379/mymaster/0"], "redis+sentinel://... is not supported yet"),
+        (["--store", "redis+sentinel://s1:26379"], "needs the master's name"),
         (["--store", "redis://127.0.0.1/0", "-b", "/tmp/b"], "--store and -b exclude each other"),
         (["-b/tmp/b", "--store=redis://127.0.0.1/0"], "--store and -b exclude each other"),
         (["--store"], "requires an argument"),

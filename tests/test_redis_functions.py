@@ -53,8 +53,8 @@ class Lib:
 
     def counts(self, now: int = T0) -> dict[str, int]:
         reply = self("stats", now)
-        out = {reply[i].decode(): int(reply[i + 1]) for i in range(1, len(reply), 2)}
-        out["tubes"] = reply[0]
+        out = {reply[i].decode(): int(reply[i + 1]) for i in range(2, len(reply), 2)}
+        out["tubes"] = reply[0]  # reply[1] is the epoch
         return out
 
     def tubes(self, now: int = T0) -> list[str]:

@@ -5,7 +5,8 @@ daemon's HTTP API (``--url``) for what the protocol cannot do.
 Modules: :mod:`.client` (a blocking protocol client and the exit codes),
 :mod:`.api` (the HTTP API client), :mod:`.commands` (the one-shot
 commands), :mod:`.top` (the live view), :mod:`.transfer` (export from a
-binlog directory or the API, import by puts),
+binlog directory or the API, import by puts), :mod:`.storexfer` (export,
+import and migrate for a Redis store, ``--store``),
 :mod:`.render` (JSON values and the tubes table), :mod:`.cli` (arguments).
 """
 

@@ -30,6 +30,7 @@ from .commands import (
     cmd_tubes,
 )
 from .top import cmd_top
+from .storexfer import cmd_migrate
 from .transfer import cmd_export, cmd_import
 
 Handler = Callable[[Context, argparse.Namespace], int]
@@ -43,7 +44,9 @@ JOB_TOO_BIG, 401, 403, 409, 503 ...) or drain refused to signal the process.
 The address is 127.0.0.1:11300 unless --addr or --unix says otherwise; the
 commands that speak the beanstalk protocol use it, so they work against
 beanstalkd 1.12 too. jobs, move, and clear and export given --url, use the
-daemon's HTTP API (--http) instead; both --url and --addr may be given. The
+daemon's HTTP API (--http) instead; both --url and --addr may be given.
+export and import given --store URL, and migrate, read and write a Redis
+store (redis://HOST:PORT/DB, the front ends' --store) directly. The
 token for --url: --token-file FILE (mode 600), --token TOKEN or ${ENV_TOKEN}.
 The admin's own connection is left out of the counts of `tubes` and `top`.
 """
@@ -213,10 +216,39 @@ def build_parser() -> argparse.ArgumentParser:
                 "restart would bring them back.")
     p.add_argument("file", metavar="FILE", help="where to write; - for stdout")
     p.add_argument("--binlog", metavar="DIR", help="the daemon's -b directory")
+    p.add_argument("--store", metavar="URL",
+                   help="a Redis store (redis://HOST:PORT/DB, as the front ends' --store): read with "
+                   "read-only calls, in chunks; buried jobs carry their kick order (bury_seq) and "
+                   "paused tubes follow the jobs as {\"tube\": T, \"pause\": SECONDS} lines")
     p = command("import", cmd_import, "put every job of a JSON lines file (as written by export)",
                 description="Puts each job into its tube with its pri, delay and ttr; buried jobs are "
-                "put, taken with reserve-job and buried. Jobs get new ids. Works against beanstalkd 1.12.")
+                "put, taken with reserve-job and buried; pause lines are applied with pause-tube. Jobs "
+                "get new ids. Works against beanstalkd 1.12. With --store, writes the jobs straight into "
+                "a Redis store instead, keeping their ids (the store's next id goes past the largest), "
+                "their bury order and the tubes' pauses; every line is checked first (a bad file writes "
+                "nothing) and a store that holds jobs is refused unless --merge.")
     p.add_argument("file", metavar="FILE", help="JSON lines; - for stdin")
+    p.add_argument("--store", metavar="URL", help="a Redis store (redis://HOST:PORT/DB) to write into")
+    p.add_argument("--merge", action="store_true",
+                   help="with --store: add to a store that holds jobs (a job whose id is there is skipped, "
+                   "so an interrupted import can be run again)")
+    p.add_argument("--new-ids", action="store_true",
+                   help="with --store: give every job a new id from the store's counter, in file order")
+
+    p = command("migrate", cmd_migrate, "move every job from a binlog directory into a Redis store, or back",
+                description="A one-shot move, with the daemon stopped: --from-binlog DIR --to-store URL reads DIR "
+                "as the daemon's start-up does (ids, states, priorities, time left, bury order) and writes "
+                "the jobs into the store (refused if it holds jobs, unless --merge); DIR is left as it was. "
+                "--from-store URL --to-binlog DIR writes every job of the store into a new binlog directory "
+                "(created, or empty of binlog files) that beanstalk-py -b DIR serves. Reserved jobs move "
+                "as ready. The next id is kept past every id the source gave out.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-binlog", metavar="DIR", help="a -b directory (no daemon running on it)")
+    source.add_argument("--from-store", metavar="URL", help="a Redis store, redis://HOST:PORT/DB")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-store", metavar="URL", help="a Redis store, redis://HOST:PORT/DB")
+    target.add_argument("--to-binlog", metavar="DIR", help="a new -b directory")
+    p.add_argument("--merge", action="store_true", help="with --to-store: add to a store that holds jobs")
     return parser
 
 

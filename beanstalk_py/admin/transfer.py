@@ -33,7 +33,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional, Union
 
 from ..binlog.format import FILE_PREFIX, NS, VERSION, JobRecord, Replay, replay_own
 from ..binlog.migrate import V7_PREFIX, replay_v7
@@ -56,6 +56,13 @@ IMPORT_DEFAULTS = {"state": READY, "pri": 1024, "delay": 0, "ttr": 60}
 def read_binlog(directory: str) -> tuple[list[JobRecord], list[str]]:
     """The live jobs of a binlog directory (ours and beanstalkd's ``binlog.N``),
     by id, and the problems met (torn tails...).  Reads, never writes or locks."""
+    replay, problems = replay_binlog(directory)
+    return sorted(replay.jobs.values(), key=lambda rec: rec.id), problems
+
+
+def replay_binlog(directory: str) -> tuple[Replay, list[str]]:
+    """What :func:`read_binlog` reads, as the :class:`Replay` (its ``max_id``
+    is the highest id the directory ever issued, deleted jobs included)."""
     if not os.path.isdir(directory):
         raise UsageError(f"--binlog {directory}: not a directory")
     for _attempt in range(READ_ATTEMPTS):
@@ -68,7 +75,7 @@ def read_binlog(directory: str) -> tuple[list[JobRecord], list[str]]:
     raise AdminError(f"{directory}: files kept changing while being read ({READ_ATTEMPTS} attempts)")
 
 
-def _read_once(directory: str) -> tuple[list[JobRecord], list[str]]:
+def _read_once(directory: str) -> tuple[Replay, list[str]]:
     own: list[tuple[int, str]] = []
     foreign: list[tuple[int, str]] = []
     for name in os.listdir(directory):
@@ -90,7 +97,7 @@ def _read_once(directory: str) -> tuple[list[JobRecord], list[str]]:
             raise AdminError(f"{name} was written by a newer beanstalk-py (format {scan.version})")
         if scan.problem is not None:
             problems.append(f"{name}: {scan.problem}; the records before it were read")
-    return sorted(replay.jobs.values(), key=lambda rec: rec.id), problems
+    return replay, problems
 
 
 def _read(directory: str, name: str) -> bytes:
@@ -123,6 +130,12 @@ def export_record(rec: JobRecord, now_wall_ns: int) -> dict[str, object]:
 
 
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
+    if getattr(args, "store", None) is not None:
+        if args.binlog is not None:
+            raise UsageError("export takes one source: --store or --binlog, not both")
+        from .storexfer import export_store
+
+        return export_store(ctx, args)
     if args.binlog is not None:
         source = args.binlog
         found, problems = read_binlog(args.binlog)
@@ -270,6 +283,21 @@ class ImportJob(NamedTuple):
     delay: int
     ttr: int
     body: bytes
+    id: Optional[int] = None  # kept by an import into a store (--store); puts give new ids
+    bury_seq: Optional[int] = None  # a buried job's place in its tube's kick order (smaller first)
+
+
+class ImportPause(NamedTuple):
+    """A line ``{"tube": T, "pause": SECONDS}``: the tube's pause has that long left."""
+
+    line: int
+    tube: str
+    seconds: int
+
+
+# Ids and bury orders a store import keeps are Redis scores and Lua numbers
+# (doubles): whole numbers up to 2**53 are exact.
+MAX_STORE_INT = 2**53
 
 
 def _int_field(record: dict[str, object], key: str, where: str, high: int) -> int:
@@ -281,39 +309,71 @@ def _int_field(record: dict[str, object], key: str, where: str, high: int) -> in
 
 def parse_jobs(data: bytes, name: str) -> list[ImportJob]:
     """Every line checked before anything is put: a bad file imports nothing."""
-    jobs = []
+    return [item for item in parse_items(data, name) if isinstance(item, ImportJob)]
+
+
+def parse_items(data: bytes, name: str) -> list[Union[ImportJob, ImportPause]]:
+    """The jobs and pauses of a whole file, every line checked."""
+    items = []
     for number, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        where = f"{name}:{number}"
-        try:
-            record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{where}: not a JSON line: {exc}") from None
-        if not isinstance(record, dict):
-            raise UsageError(f"{where}: not a JSON object")
-        tube = record.get("tube", "default")
-        if not isinstance(tube, str):
-            raise UsageError(f"{where}: \"tube\" must be a string")
-        try:
-            check_tube(tube)
-        except UsageError as exc:
-            raise UsageError(f"{where}: {exc}") from None
-        state = record.get("state", READY)
-        if state == RESERVED:
-            state = READY  # a reservation belongs to a connection; it cannot be moved
-        if state not in (READY, DELAYED, BURIED):
-            raise UsageError(f"{where}: \"state\" must be ready, delayed, buried or reserved")
-        try:
-            body = decode_body(record, where)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        jobs.append(ImportJob(
-            number, tube, str(state), _int_field(record, "pri", where, MAX_PRI),
-            _int_field(record, "delay", where, MAX_PRI) if state == DELAYED else 0,
-            _int_field(record, "ttr", where, MAX_PRI), body,
-        ))
-    return jobs
+        item = parse_line(raw, number, name)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def parse_line(raw: bytes, number: int, name: str, store: bool = False) -> Union[ImportJob, ImportPause, None]:
+    """One line of an export: a job, a tube's pause, or None (a blank line).
+    ``store``: the ids and bury orders are checked too (a store import keeps them)."""
+    if not raw.strip():
+        return None
+    where = f"{name}:{number}"
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where}: not a JSON line: {exc}") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: not a JSON object")
+    tube = record.get("tube", "default")
+    if not isinstance(tube, str):
+        raise UsageError(f"{where}: \"tube\" must be a string")
+    try:
+        check_tube(tube)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    if "pause" in record and "body" not in record:
+        seconds = record["pause"]
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= MAX_PRI:
+            raise UsageError(f"{where}: 'pause' must be an integer from 0 to {MAX_PRI}")
+        return ImportPause(number, tube, seconds)
+    state = record.get("state", READY)
+    if state == RESERVED:
+        state = READY  # a reservation belongs to a connection; it cannot be moved
+    if state not in (READY, DELAYED, BURIED):
+        raise UsageError(f"{where}: \"state\" must be ready, delayed, buried or reserved")
+    try:
+        body = decode_body(record, where)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    job_id = bury_seq = None
+    if store:
+        job_id = _optional_int(record, "id", where, 1)
+        if state == BURIED:
+            bury_seq = _optional_int(record, "bury_seq", where, 0)
+    return ImportJob(
+        number, tube, str(state), _int_field(record, "pri", where, MAX_PRI),
+        _int_field(record, "delay", where, MAX_PRI) if state == DELAYED else 0,
+        _int_field(record, "ttr", where, MAX_PRI), body, job_id, bury_seq,
+    )
+
+
+def _optional_int(record: dict[str, object], key: str, where: str, low: int) -> Optional[int]:
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value < MAX_STORE_INT:
+        raise UsageError(f"{where}: {key!r} must be an integer from {low} to {MAX_STORE_INT - 1}")
+    return value
 
 
 @dataclass
@@ -379,7 +439,21 @@ def _put_batch(client: Client, chunk: list[ImportJob], done: Imported) -> None:
             done.not_buried.append(job.line)
 
 
+def _put_pauses(client: Client, pauses: list[ImportPause]) -> None:
+    """The pauses of the file, once its jobs are in (``pause-tube`` needs the tube)."""
+    for pause in pauses:
+        if pause.seconds and not client.pause_tube(pause.tube, pause.seconds):
+            note(f"line {pause.line}: tube {pause.tube!r} does not exist (no job in it): its pause was not set")
+
+
 def cmd_import(ctx: Context, args: argparse.Namespace) -> int:
+    if getattr(args, "store", None) is not None:
+        from .storexfer import import_store
+
+        return import_store(ctx, args)
+    if getattr(args, "merge", False) or getattr(args, "new_ids", False):
+        raise UsageError("--merge and --new-ids go with --store (an import over the protocol always adds, "
+                         "with new ids)")
     name = "stdin" if args.file == "-" else args.file
     try:
         if args.file == "-":
@@ -389,10 +463,13 @@ def cmd_import(ctx: Context, args: argparse.Namespace) -> int:
                 data = fh.read()
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-    jobs = parse_jobs(data, name)
+    items = parse_items(data, name)
+    jobs = [item for item in items if isinstance(item, ImportJob)]
     with ctx.client() as client:
         done = import_jobs(client, jobs)
         where = client.where
+        if done.failure is None:
+            _put_pauses(client, [item for item in items if isinstance(item, ImportPause)])
     counts = ", ".join(f"{n} {state}" for state, n in done.counts.items())
     if done.not_buried:
         counts += f", {len(done.not_buried)} reserved by other clients"

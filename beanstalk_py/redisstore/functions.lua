@@ -17,6 +17,7 @@ order as the engine's tick does, at most MAX_TIMERS per call.
 Layout ({bs}: prefix omitted; ids zero-padded to 20 digits as members, so
 equal scores sort by member and lexicographic order is numeric order):
   id                 next job id (INCR: ids are in commit order across front ends)
+  epoch, replid      stats id, and the primary's replication id it was made under (bs_init)
   j:<id>             the job: a msgpack array (fields J_* below)
   t:<tube>           hash: urgent reserved total deletes pauses pause unpause_at ptimer using watching
   r:<tube>           zset ready:   score pri, member id -> (pri, id) order, also across tubes
@@ -49,6 +50,10 @@ front end of a session is its key up to the last ':'.
 local P = '{bs}:'
 local K_ID, K_TIMERS, K_TSEQ, K_TUBES, K_C = P .. 'id', P .. 'timers', P .. 'tseq', P .. 'tubes', P .. 'c'
 local K_BSEQ, K_RSEQ, K_WSEQ = P .. 'bseq', P .. 'rseq', P .. 'wseq'
+local K_EPOCH, K_REPLID = P .. 'epoch', P .. 'replid'
+-- Ids skipped after the primary changed (bs_init): more than a front end
+-- can hand out in the seconds of a failover (~100k puts/s at most here).
+local ID_JUMP = 10000000
 
 -- A call runs at most this many due timers first; the rest wait for the next
 -- call (a tick comes at least every few ms while anything is due).  A bound,
@@ -395,10 +400,25 @@ end
 
 local function job_reply(id, j) return {id, j[J_BODY]} end
 
--- bs_init(now): the default tube exists from the start.
+-- bs_init(now) -> epoch: the default tube exists from the start; the epoch
+-- (what `stats` shows as id) follows the primary's replication id.  A new
+-- one means a failover or a restart, which may have lost the last writes,
+-- the id counter's among them: then the epoch changes and the counter jumps
+-- by ID_JUMP, so that no id is handed out twice within one epoch (ids and
+-- stats id together stay unique, as the protocol document asks of clients
+-- who pair them).  Every front end calls this on each (re)connection; the
+-- first after the change rotates, the others find the new replication id.
 local function init(now, a)
   tube_make('default')
-  return 1
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+  local seen, epoch = redis.call('GET', K_REPLID), redis.call('GET', K_EPOCH)
+  if seen ~= replid or not epoch then
+    if seen then redis.call('INCRBY', K_ID, ID_JUMP) end
+    epoch = string.sub(redis.sha1hex(replid .. ':' .. now .. ':' .. tostring(epoch)), 1, 16)
+    redis.call('SET', K_EPOCH, epoch)
+    redis.call('SET', K_REPLID, replid)
+  end
+  return epoch
 end
 
 -- bs_take_id(now, owner): use up one id (a put header was read).  With an
@@ -728,7 +748,7 @@ end
 -- front end's unsent command counts are added first.
 local function stats(now, a)
   for i = 2, #a, 2 do redis.call('HINCRBY', K_C, a[i], a[i + 1]) end
-  local out = {redis.call('ZCARD', K_TUBES)}
+  local out = {redis.call('ZCARD', K_TUBES), redis.call('GET', K_EPOCH) or ''}
   local all = redis.call('HGETALL', K_C)
   for i = 1, #all do out[#out + 1] = all[i] end
   return out
@@ -788,3 +808,167 @@ local function register(name, fn)
 end
 
 for i = 1, #COMMANDS, 2 do register(COMMANDS[i], COMMANDS[i + 1]) end
+
+-- ------------------------------------------------------------------ admin transfer
+--[[
+For `beanstalk-py admin export/import/migrate --store` (beanstalk_py/admin/
+storexfer.py), added after the commands and kept apart from them.
+
+Export is read-only ('no-writes': callable with FCALL_RO, also on a replica)
+and runs no timers: a job is shown as the timers would leave it (a reserved
+job as ready, a delayed job whose time has come as ready).  bs_export_jobs
+walks the job keys with SCAN, a bounded chunk per call, so a big store never
+blocks Redis for long; SCAN returns every key that exists from the first call
+to the last at least once (possibly twice, when the keyspace is rehashed
+between calls: the exporter drops repeats by id).  Each job is read
+atomically, in the state of the call that returned it: with front ends
+running this is an at-least-once copy, as export --binlog is.
+
+Import writes, and like every command first runs the due timers.
+bs_import_begin checks (unless merging) that the store holds no job and raises
+the id counter past the largest id about to be imported, before any job is
+written, so that a put on a running front end can never take one of them;
+bs_import_jobs then writes a chunk (checked whole before its first write).
+]]
+
+-- bs_export_meta(now) -> {now, id counter, bury seq, tube, pause us, unpause_at us, ...}: the paused tubes.
+local function export_meta(now, a)
+  local out = {now, num(redis.call('GET', K_ID)), num(redis.call('GET', K_BSEQ))}
+  local tubes = redis.call('ZRANGE', K_TUBES, 0, -1)
+  for i = 1, #tubes do
+    local f = redis.call('HMGET', P .. 't:' .. tubes[i], 'pause', 'unpause_at')
+    if num(f[1]) ~= 0 and num(f[2]) > now then
+      out[#out + 1] = tubes[i]
+      out[#out + 1] = num(f[1])
+      out[#out + 1] = num(f[2])
+    end
+  end
+  return out
+end
+
+-- bs_export_jobs(now, cursor, count) -> {next cursor ('0': done), now, then per job:
+-- id, tube, state (ready|delayed|buried), pri, delay left us, ttr, bury seq, body}.
+local EXPORT_STATE = {ready = 'ready', reserved = 'ready', delayed = 'delayed', buried = 'buried'}
+local function export_jobs(now, a)
+  local r = redis.call('SCAN', a[2], 'MATCH', P .. 'j:*', 'COUNT', tonumber(a[3]) or 1000)
+  local out = {r[1], now}
+  local keys = r[2]
+  local skip = #P + 3
+  for i = 1, #keys do
+    local s = redis.call('GET', keys[i])
+    if s then
+      local j = unpack(s)
+      local state, left = EXPORT_STATE[j[J_STATE]] or 'ready', 0
+      if state == 'delayed' then
+        left = j[J_DEADLINE] - now
+        if left <= 0 then state, left = 'ready', 0 end
+      end
+      out[#out + 1] = keys[i]:sub(skip)
+      out[#out + 1] = j[J_TUBE]
+      out[#out + 1] = state
+      out[#out + 1] = j[J_PRI]
+      out[#out + 1] = left
+      out[#out + 1] = j[J_TTR]
+      out[#out + 1] = state == 'buried' and j[J_BSEQ] or 0
+      out[#out + 1] = j[J_BODY]
+    end
+  end
+  return out
+end
+
+-- bs_import_begin(now, merge 0|1, max id) -> {jobs already in the store, bury seq}
+-- | error NOTEMPTY (nothing written).
+local function import_begin(now, a)
+  local merge, max_id = a[2] == '1', tonumber(a[3])
+  if not max_id then return redis.error_reply('ERR bad import_begin arguments') end
+  local c = redis.call('HMGET', K_C, 'ready', 'delayed', 'buried', 'reserved')
+  local held = num(c[1]) + num(c[2]) + num(c[3]) + num(c[4])
+  if held > 0 and not merge then
+    return redis.error_reply('NOTEMPTY the store holds ' .. string.format('%d', held) .. ' jobs')
+  end
+  tube_make('default')
+  if num(redis.call('GET', K_ID)) < max_id then redis.call('SET', K_ID, string.format('%d', max_id)) end
+  return {held, num(redis.call('GET', K_BSEQ))}
+end
+
+-- bs_import_jobs(now, new ids 0|1, bury base, then per job: id ('' for a new
+-- one), tube, state, pri, delay us, ttr, bury seq, body) -> {imported, skipped}.
+-- A job whose id is in the store already is skipped (a re-run after an
+-- interruption, with --merge, writes only what is missing).
+local IMPORT_STATES = {ready = true, delayed = true, buried = true}
+local function import_jobs(now, a)
+  local new_ids, base = a[2] == '1', tonumber(a[3])
+  if not base or (#a - 3) % 8 ~= 0 then return redis.error_reply('ERR bad import_jobs arguments') end
+  for i = 4, #a, 8 do
+    if (a[i] ~= '' and not tonumber(a[i])) or a[i + 1] == '' or not IMPORT_STATES[a[i + 2]]
+        or not tonumber(a[i + 3]) or not tonumber(a[i + 4]) or not tonumber(a[i + 5]) or not tonumber(a[i + 6]) then
+      return redis.error_reply('ERR bad job in import_jobs arguments at ' .. i)
+    end
+  end
+  local imported, skipped, max_id, max_bseq = 0, 0, 0, 0
+  for i = 4, #a, 8 do
+    local id = tonumber(a[i])
+    if new_ids or id == nil then id = redis.call('INCR', K_ID) end
+    if redis.call('EXISTS', P .. 'j:' .. id) == 1 then
+      skipped = skipped + 1
+    else
+      local tube, state, pri, left, ttr = a[i + 1], a[i + 2], tonumber(a[i + 3]), tonumber(a[i + 4]), tonumber(a[i + 5])
+      if ttr < 1 then ttr = 1 end
+      tube_make(tube)
+      local j = {tube, pri, 0, ttr, now, state, '', 0, '', 0, 0, 0, 0, 0, a[i + 7], 0, 0}
+      if state == 'delayed' and left > 0 then
+        j[J_DELAY] = math.ceil(left / US)
+        j[J_DEADLINE] = now + left
+        redis.call('ZADD', P .. 'd:' .. tube, j[J_DEADLINE], pad(id))
+        j[J_TIMER] = add_timer(j[J_DEADLINE], 'd', id)
+        redis.call('HINCRBY', K_C, 'delayed', 1)
+        job_set(id, j)
+      elseif state == 'buried' then
+        j[J_STATE] = 'buried'
+        j[J_BSEQ] = base + tonumber(a[i + 6])
+        if j[J_BSEQ] > max_bseq then max_bseq = j[J_BSEQ] end
+        redis.call('ZADD', P .. 'b:' .. tube, j[J_BSEQ], pad(id))
+        redis.call('HINCRBY', K_C, 'buried', 1)
+        job_set(id, j)
+      else
+        make_ready(id, j)
+        job_set(id, j)
+        dispatch(tube, now)
+      end
+      imported = imported + 1
+    end
+    if id > max_id then max_id = id end
+  end
+  if num(redis.call('GET', K_ID)) < max_id then redis.call('SET', K_ID, string.format('%d', max_id)) end
+  if num(redis.call('GET', K_BSEQ)) < max_bseq then redis.call('SET', K_BSEQ, string.format('%d', max_bseq)) end
+  return {imported, skipped}
+end
+
+-- bs_import_pauses(now, tube, left us, ...) -> pauses set: each tube that
+-- exists is paused until now + left (one that does not exist is left alone:
+-- beanstalkd keeps no empty, unwatched tube).
+local function import_pauses(now, a)
+  local set = 0
+  for i = 2, #a - 1, 2 do
+    local tube, left = a[i], tonumber(a[i + 1])
+    if left and left > 0 and tube_exists(tube) then
+      local tkey = P .. 't:' .. tube
+      del_timer(redis.call('HGET', tkey, 'ptimer'))
+      local at = now + left
+      redis.call('HSET', tkey, 'pause', math.ceil(left / US) * US, 'unpause_at', at,
+                 'ptimer', add_timer(at, 'u', tube))
+      set = set + 1
+    end
+  end
+  return set
+end
+
+register('import_begin', import_begin)
+register('import_jobs', import_jobs)
+register('import_pauses', import_pauses)
+local READ_ONLY = {'export_meta', export_meta, 'export_jobs', export_jobs}
+for i = 1, #READ_ONLY, 2 do
+  local fn = READ_ONLY[i + 1]
+  redis.register_function{function_name = 'bs_' .. READ_ONLY[i], flags = {'no-writes'},
+    callback = function(keys, args) return fn(clock(args[1]), args) end}
+end

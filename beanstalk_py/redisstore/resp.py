@@ -31,6 +31,8 @@ except ImportError:  # pragma: no cover - checked by the caller (main.py)
     hiredis = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    import ssl
+
     import trio
 
 Arg = Union[bytes, str, int]
@@ -44,6 +46,31 @@ MISSING_HIREDIS = ("the Redis store needs the hiredis package: "
 
 class RedisError(Exception):
     """An error reply, or the connection to Redis failed."""
+
+
+class RedisLost(RedisError):
+    """The connection is no use any more: closed, reset, or the server
+    stopped being a writable primary (READONLY after a failover demoted it)."""
+
+
+# Error replies that mean "this connection no longer reaches the primary":
+# the replies still owed are given up (fail_all) and the front end reconnects.
+_LOST_PREFIXES = (b"READONLY", b"MASTERDOWN")
+_WAIT_MARK: "Callback" = lambda reply: None  # noqa: E731 - the pipeline's own WAIT
+
+
+class _Unheld:
+    """A callback answered as soon as its reply comes, even while replies
+    wait for replicas: the front end's own calls (set-up, lease, ticks),
+    which no client is told about, and which must not stall behind a WAIT."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: "Callback") -> None:
+        self.callback = callback
+
+    def __call__(self, reply: "Reply") -> None:
+        self.callback(reply)
 
 
 def encode(args: Sequence[Arg]) -> bytes:
@@ -69,9 +96,10 @@ def is_error(reply: Reply) -> bool:
 class Pipeline:
     """Commands out, replies in, callbacks answered in order; no sockets."""
 
-    __slots__ = ("_out", "_waiting", "_reader", "sent_batches", "sent_commands", "on_flush")
+    __slots__ = ("_out", "_waiting", "_reader", "sent_batches", "sent_commands", "on_flush",
+                 "_wait_cmd", "_replicas", "_held", "wants_write", "waits")
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 0, wait_ms: int = 100) -> None:
         if hiredis is None:
             raise RedisError(MISSING_HIREDIS)
         self._out: list[bytes] = []
@@ -82,18 +110,28 @@ class Pipeline:
         self.sent_commands = 0
         # Called as a batch is taken, to add its last commands (the store's inbox read).
         self.on_flush: Optional[Callable[[], None]] = None
+        # --durability replica:N:MS: every batch ends with WAIT N MS and its
+        # replies are held until a WAIT says N replicas have the writes (one
+        # that says fewer is sent again: a change is never answered before).
+        self._replicas = replicas
+        self._wait_cmd = encode((b"WAIT", replicas, wait_ms)) if replicas else b""
+        self._held: list[tuple[Callback, Reply]] = []
+        self.wants_write = False  # a WAIT to send again: the driver should write
+        self.waits = 0  # WAITs that had to be sent again (replicas slow or gone)
 
-    def call(self, args: Sequence[Arg], callback: Optional[Callback] = None) -> None:
-        """Queue one command; ``callback`` gets its reply (None: ignore it)."""
+    def call(self, args: Sequence[Arg], callback: Optional[Callback] = None, held: bool = True) -> None:
+        """Queue one command; ``callback`` gets its reply (None: ignore it).
+        ``held=False``: answered at once even under --durability replica."""
         self._out.append(encode(args))
-        self._waiting.append(callback)
+        self._waiting.append(callback if held or callback is None else _Unheld(callback))
 
-    def call_first(self, args: Sequence[Arg]) -> None:
-        """Queue a command ahead of everything queued and not yet sent (a
-        new connection's SELECT); its reply is ignored."""
+    def call_first(self, calls: Sequence[tuple[Sequence[Arg], Optional[Callback]]]) -> None:
+        """Queue ``calls``, in order, ahead of everything queued and not yet
+        sent: a new connection's set-up before what clients asked meanwhile
+        (answered as they come, not held for replicas)."""
         assert len(self._out) == len(self._waiting), "only before anything was sent"
-        self._out.insert(0, encode(args))
-        self._waiting.appendleft(None)
+        self._out[0:0] = [encode(args) for args, _ in calls]
+        self._waiting.extendleft(None if callback is None else _Unheld(callback) for _, callback in reversed(calls))
 
     @property
     def queued(self) -> int:
@@ -114,6 +152,10 @@ class Pipeline:
             self.on_flush()
         self.sent_batches += 1
         self.sent_commands += len(out)
+        if self._replicas and out[-1] is not self._wait_cmd:  # (not twice: one asked again is last)
+            out.append(self._wait_cmd)
+            self._waiting.append(_WAIT_MARK)
+        self.wants_write = False
         data = b"".join(out)
         out.clear()
         return data
@@ -123,23 +165,53 @@ class Pipeline:
         reader = self._reader
         reader.feed(data)
         waiting = self._waiting
+        replicas = self._replicas
         while True:
             reply = reader.gets()
             if reply is False:
                 return
-            callback = waiting.popleft()
-            if callback is not None:
+            if type(reply) is hiredis.ReplyError and str(reply).encode().startswith(_LOST_PREFIXES):
+                # Not answered: fail_all gives it up with the rest.
+                raise RedisLost(f"redis is no longer the primary: {reply}")
+            next_callback = waiting.popleft()
+            if next_callback is None:
+                continue
+            callback: Callback = next_callback
+            if not replicas or type(callback) is _Unheld:
                 callback(reply)
+            elif callback is _WAIT_MARK:
+                self._waited(reply)
+            else:
+                self._held.append((callback, reply))
+
+    def _waited(self, reply: Reply) -> None:
+        """A WAIT's reply: enough replicas have everything before it, or ask again."""
+        if isinstance(reply, int) and reply >= self._replicas:
+            held = self._held
+            self._held = []
+            for callback, answer in held:
+                callback(answer)
+            return
+        self.waits += 1
+        self._out.append(self._wait_cmd)
+        self._waiting.append(_WAIT_MARK)
+        self.wants_write = True
 
     def fail_all(self, error: RedisError) -> None:
-        """The connection broke: every unanswered command gets ``error``."""
+        """The connection broke: every unanswered command gets ``error``
+        (with --durability replica, also those answered but not yet confirmed)."""
         self._out.clear()
         waiting = self._waiting
         self._waiting = deque()
         self._reader = hiredis.Reader()
-        for callback in waiting:
-            if callback is not None:
-                callback(error)
+        held = self._held
+        self._held = []
+        self.wants_write = False
+        for answer, _ in held:
+            answer(error)
+        for pending in waiting:
+            if pending is not None and pending is not _WAIT_MARK:
+                pending(error)
 
 
 class BlockingRedis:
@@ -182,47 +254,130 @@ class BlockingRedis:
         self.sock.close()
 
 
+class Credentials:
+    """How to reach a Redis server beyond its address: AUTH, database, TLS."""
+
+    __slots__ = ("username", "password", "db", "ssl_context")
+
+    def __init__(self, db: int = 0, username: str = "", password: str = "",
+                 ssl_context: Optional["ssl.SSLContext"] = None) -> None:
+        self.db = db
+        self.username = username
+        self.password = password
+        self.ssl_context = ssl_context
+
+    def setup_commands(self) -> list[tuple[Arg, ...]]:
+        """What a new connection sends before anything else."""
+        commands: list[tuple[Arg, ...]] = []
+        if self.password:
+            commands.append((b"AUTH", self.username, self.password) if self.username else (b"AUTH", self.password))
+        if self.db:
+            commands.append((b"SELECT", self.db))
+        return commands
+
+
+async def open_redis_stream(host: str, port: int, credentials: Credentials,
+                            server_hostname: Optional[str] = None) -> "trio.abc.Stream":
+    """A connected (and, with a context, TLS-wrapped) stream to one server."""
+    import trio
+
+    try:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise RedisLost(f"cannot connect to redis at {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        inner = stream
+        assert isinstance(inner, trio.SocketStream)
+        inner.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if credentials.ssl_context is not None:
+            tls = trio.SSLStream(stream, credentials.ssl_context, server_hostname=server_hostname or host)
+            await tls.do_handshake()
+            stream = tls
+    except (OSError, trio.BrokenResourceError) as exc:
+        await trio.aclose_forcefully(stream)
+        raise RedisLost(f"TLS with redis at {host}:{port} failed: {exc}") from None
+    return stream
+
+
+async def ask(stream: "trio.abc.Stream", commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+    """Send ``commands`` and read their replies (set-up and Sentinel questions,
+    not the pipelined traffic).  RedisLost if the server hangs up."""
+    import trio
+
+    reader = hiredis.Reader()
+    try:
+        await stream.send_all(b"".join(encode(command) for command in commands))
+        replies: list[Reply] = []
+        while len(replies) < len(commands):
+            reply = reader.gets()
+            if reply is not False:
+                replies.append(reply)
+                continue
+            chunk = await stream.receive_some(1 << 16)
+            if not chunk:
+                raise RedisLost("redis closed the connection")
+            reader.feed(bytes(chunk))
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise RedisLost(f"redis connection failed: {exc}") from None
+    return replies
+
+
 class TrioRedis:
-    """A pipeline on a trio socket: one write per pass for all that was queued.
+    """A pipeline on a trio stream: one write per pass for all that was queued.
 
     :meth:`wake` (called by the store after queueing) lets the writer task
     run at the caller's next checkpoint, so every command queued in one loop
     pass leaves in one ``send``; the reader task parses replies as they come.
     ``on_replies`` runs after each chunk of replies was handled (the store
     hands its completions to the connections there).
+
+    The same object serves one connection after another (:meth:`connect` to
+    the address of the moment: a failover moves the primary); what was
+    queued while none was open is sent once one is, behind its set-up.
     """
 
     def __init__(self, host: str, port: int, db: int = 0,
-                 on_replies: Optional[Callable[[], None]] = None) -> None:
+                 on_replies: Optional[Callable[[], None]] = None, *,
+                 credentials: Optional[Credentials] = None, replicas: int = 0, wait_ms: int = 100) -> None:
         self.host = host
         self.port = port
-        self.db = db
-        self.pipe = Pipeline()
+        self.credentials = credentials if credentials is not None else Credentials(db)
+        self.pipe = Pipeline(replicas, wait_ms)
         self.on_replies = on_replies or (lambda: None)
-        self._sock: Optional["trio.socket.SocketType"] = None
+        self._stream: Optional["trio.abc.Stream"] = None
         self._wanted: Optional["trio.Event"] = None
 
-    async def connect(self) -> None:
-        """Connect (RedisError naming the address if that fails)."""
+    async def connect(self, host: Optional[str] = None, port: Optional[int] = None,
+                      server_hostname: Optional[str] = None) -> None:
+        """Connect (to ``host:port`` if given), authenticate, select the
+        database and check the server is a primary: RedisLost naming the
+        address if any of that fails (RedisError for a refused AUTH)."""
         import trio
 
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        if host is not None and port is not None:
+            self.host, self.port = host, port
+        self.close()
+        stream = await open_redis_stream(self.host, self.port, self.credentials, server_hostname)
         try:
-            infos = await trio.socket.getaddrinfo(self.host, self.port, family, socket.SOCK_STREAM)
-            sock = trio.socket.socket(infos[0][0], socket.SOCK_STREAM)
-            try:
-                await sock.connect(infos[0][4])
-            except BaseException:
-                sock.close()
-                raise
-        except OSError as exc:
-            raise RedisError(f"cannot connect to redis at {self.host}:{self.port}: "
-                             f"{exc.strerror or exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
+            setup = self.credentials.setup_commands()
+            replies = await ask(stream, [*setup, (b"ROLE",)])
+            for command, reply in zip(setup, replies):
+                if is_error(reply):
+                    what = "AUTH" if command[0] == b"AUTH" else "SELECT"
+                    raise RedisError(f"redis at {self.host}:{self.port} refused {what}: {reply}")
+            role = replies[-1]
+            if is_error(role):
+                raise RedisError(f"redis at {self.host}:{self.port}: ROLE: {role}")
+            if not (isinstance(role, list) and role and role[0] == b"master"):
+                kind = role[0].decode() if isinstance(role, list) and role else "?"
+                raise RedisLost(f"redis at {self.host}:{self.port} is a {kind}, not the primary")
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        self._stream = stream
         self._wanted = trio.Event()
-        if self.db:
-            self.pipe.call_first(("SELECT", self.db))
+        if self.pipe.queued:
+            self._wanted.set()
 
     def wake(self) -> None:
         """Commands were queued: write them at the next checkpoint."""
@@ -246,41 +401,83 @@ class TrioRedis:
         return box[0]
 
     async def run(self) -> None:
-        """Write and read until cancelled (or the connection fails)."""
+        """Write and read until cancelled; RedisLost when the connection fails."""
         import trio
 
-        assert self._sock is not None, "connect() first"
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._reader)
-            await self._writer()
+        assert self._stream is not None, "connect() first"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                await self._writer()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise RedisLost(f"lost the connection to redis at {self.host}:{self.port}: {exc}") from None
 
     async def _writer(self) -> None:
         import trio
 
-        sock = self._sock
-        assert sock is not None
+        stream = self._stream
+        assert stream is not None
         while True:
             assert self._wanted is not None
             await self._wanted.wait()
             self._wanted = trio.Event()
             data = self.pipe.data_to_send()
-            view = memoryview(data)
-            while view:
-                sent = await sock.send(view)
-                view = view[sent:]
+            if data:
+                await stream.send_all(data)
 
     async def _reader(self) -> None:
-        sock = self._sock
-        assert sock is not None
+        stream = self._stream
+        assert stream is not None
+        pipe = self.pipe
         while True:
-            chunk = await sock.recv(1 << 16)
+            chunk = await stream.receive_some(1 << 16)
             if not chunk:
-                self.pipe.fail_all(RedisError("redis closed the connection"))
-                self.on_replies()
-                raise RedisError("redis closed the connection")
-            self.pipe.receive_data(chunk)
+                raise RedisLost(f"redis at {self.host}:{self.port} closed the connection")
+            pipe.receive_data(bytes(chunk))
+            if pipe.wants_write:
+                self.wake()
             self.on_replies()
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
+        """Drop the connection (what is queued stays queued for the next)."""
+        stream, self._stream = self._stream, None
+        self._wanted = None
+        if stream is not None:
+            import trio
+
+            sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
+            if sock is not None:
+                sock.close()
+            else:  # pragma: no cover - every stream here is a socket's
+                trio.lowlevel.spawn_system_task(trio.aclose_forcefully, stream)
+
+
+async def sentinel_primary(sentinels: Sequence[tuple[str, int]], master: str, credentials: Credentials,
+                           timeout: float = 1.0) -> tuple[str, int]:
+    """The primary's address for ``master``, asked of each Sentinel in turn
+    (RedisLost naming each one's answer if none knows)."""
+    import trio
+
+    plain = Credentials(ssl_context=credentials.ssl_context)  # Sentinels: TLS alike, no AUTH or database
+    why: list[str] = []
+    for host, port in sentinels:
+        with trio.move_on_after(timeout):
+            try:
+                stream = await open_redis_stream(host, port, plain)
+            except RedisLost as exc:
+                why.append(str(exc))
+                continue
+            try:
+                reply = (await ask(stream, [(b"SENTINEL", b"get-master-addr-by-name", master)]))[0]
+            except RedisLost as exc:
+                why.append(f"sentinel {host}:{port}: {exc}")
+                continue
+            finally:
+                await trio.aclose_forcefully(stream)
+            if isinstance(reply, list) and len(reply) == 2:
+                return reply[0].decode(), int(reply[1])
+            why.append(f"sentinel {host}:{port} does not know master {master!r}" if reply is None
+                       else f"sentinel {host}:{port}: {reply}")
+            continue
+        why.append(f"sentinel {host}:{port}: no answer within {timeout:g} s")
+    raise RedisLost("no sentinel named a primary: " + "; ".join(why))

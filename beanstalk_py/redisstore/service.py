@@ -26,33 +26,48 @@ drivers (``Server(store_tasks=...)``), and owns three things:
   timeouts or releases, as a closed connection's), its waiters are dropped,
   its use/watch counts let go, its inbox deleted (functions.lua).
 
-A front end that finds its lease gone (it was stopped or cut off for longer
-than the lease: SIGSTOP, a swap storm, a partition) does not go on serving:
-its clients' jobs were given to others and Redis refuses its sessions'
-reserves.  It raises :class:`LeaseLost`, which ends the server with exit
-status 2 and a message saying so (as a lost Redis connection does), so that
-a supervisor (systemd ``Restart=on-failure``) starts it afresh under a new
-front-end id.  Its clients see their connections close, as for a crash, and
-reconnect; a job they were working on may be reserved by another client by
-then (at-least-once, as after a TTR), and their delete of it is NOT_FOUND.
+Losing Redis, or the lease, is survived in-process (:meth:`StoreService.run`):
+the store gives up what Redis held for this front end's sessions
+(:meth:`~.store.RedisStore.reset`: every client is hung up, as after a crash
+of this front end, and reconnects; jobs they held come back when the old
+identity's lease runs out), takes a new front-end identity, and reconnects:
+to the same address, or with ``redis+sentinel://`` to whichever primary the
+Sentinels name now (a failover).  The listening sockets stay open meanwhile;
+clients that connect wait for their first reply until Redis is back.  Only
+if it is not back within :data:`RECONNECT_S` (or cannot be reached within
+:data:`CONNECT_TIMEOUT_S` at start) does the front end exit (status 2), so a
+supervisor restarts it.  A front end whose lease ran out (SIGSTOP, a swap
+storm, a partition longer than :data:`LEASE_S`) goes the same way: its
+clients' jobs were given to others meanwhile, so it hangs them up and starts
+afresh rather than serving them stale state.
 
-If Redis cannot be reached or loaded at start, or the connection is lost
-later, :class:`~.resp.RedisError` ends the server (main.py says why and
-exits): reconnecting, and Sentinel, are later steps of issue 11.
+``--durability replica:N:MS``: both connections end every write with
+``WAIT N MS`` and hold the replies until N replicas confirm (resp.py), so a
+client is told INSERTED, DELETED... only for a change a failover keeps.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import trio
 
+from ..log import warn
 from .address import StoreAddress
-from .resp import RedisError, Reply, TrioRedis, is_error
+from .resp import RedisError, RedisLost, Reply, TrioRedis, is_error, sentinel_primary
 from .store import COUNT_FLUSH_NS, INBOX_BATCH, WAIT_POLL_NS, RedisStore
 
-# How long start-up waits for Redis to accept and load the library.
+# How long start-up waits for Redis to accept and load the library (Redis
+# and the front ends may start together: it is tried again meanwhile).
 CONNECT_TIMEOUT_S = 10.0
+# After Redis was lost, how long the front end keeps trying before it exits.
+# Above Sentinel's whole failover with its default down-after-milliseconds
+# (30 s) plus the ~2 s the failover itself took here (design/scale-out.md).
+RECONNECT_S = 60.0
+# Between two attempts: soon enough to catch a 2 s failover, not a busy loop;
+# while the front end keeps failing, it says so at most every LOG_EVERY_S.
+RETRY_S = 0.2
+LOG_EVERY_S = 10.0
 # Timers another front end may have added are noticed this often while one
 # of our sessions waits (a design bound: the reply may be up to this late;
 # 50 bs_tick calls a second per front end with waiters).
@@ -74,70 +89,147 @@ FLUSH_TIMEOUT_S = 2.0
 
 
 class LeaseLost(RedisError):
-    """This front end's lease ran out and its state was reclaimed: exit."""
+    """This front end's lease ran out and its state was reclaimed: start afresh."""
 
 
 class StoreService:
     """The Redis connections and periodic work of one front end."""
 
     def __init__(self, store: RedisStore, command: TrioRedis, address: StoreAddress,
-                 settle: Callable[[], None]) -> None:
+                 settle: Callable[[], None], durability: tuple[int, int] = (0, 0)) -> None:
         self.store = store
         self.command = command
-        self.inbox = TrioRedis(address.host, address.port, address.db)
+        replicas, wait_ms = durability
+        # The inbox's pops are writes too: with --durability replica they wait alike.
+        self.inbox = TrioRedis(address.host, address.port, credentials=command.credentials,
+                               replicas=replicas, wait_ms=wait_ms or 100)
         self.address = address
         self.settle = settle  # main.py sets it once the dispatcher exists
         self._someone_waits = trio.Event()
         self._alive = False
+        self._set_up = False  # this attempt queued its set-up calls (a failure then resets)
         # For the tests and the report: how often each task ran.
         self.ticks = 0
         self.inbox_pops = 0
         self.lease_renewals = 0
+        self.connections = 0  # to Redis, the first included
+        self.primary: tuple[str, int] = (address.host, address.port)  # as last connected
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, load the library, then serve until cancelled."""
-        command, store = self.command, self.store
+        """Connect, load the library, take a lease, then serve until
+        cancelled; after a loss, hang up, reconnect and serve again."""
+        started: list[bool] = []
+
+        def ready() -> None:
+            if not started:
+                started.append(True)
+                task_status.started()
+
+        give_up_at = trio.current_time() + CONNECT_TIMEOUT_S
+        logged_at = -1e9
+        store = self.store
+        while True:
+            self._set_up = False
+            try:
+                await self._connected(ready)
+                raise AssertionError("_connected only returns by raising")  # pragma: no cover
+            except RedisError as exc:
+                failure: RedisError = exc
+            finally:
+                served, self._alive = self._alive, False
+                self.command.close()
+                self.inbox.close()
+                self.inbox.pipe.fail_all(RedisLost("reconnecting"))  # its one caller, the inbox task, is gone
+            if self._lost_for_good(failure):
+                raise failure
+            now = trio.current_time()
+            if served or self._set_up:
+                # Replies it owed are lost with the connection: give up this
+                # identity and everyone on it (reset hangs them up).
+                hung_up = store.reset()
+            if served:
+                give_up_at = now + RECONNECT_S
+                logged_at = now
+                warn(f"store: {failure}; hung up {hung_up} client(s) (jobs they held come back within "
+                     f"{LEASE_S:g} s); reconnecting for up to {RECONNECT_S:g} s")
+            elif now >= give_up_at:
+                waited = RECONNECT_S if started else CONNECT_TIMEOUT_S
+                raise RedisError(f"{failure} (gave up after trying for {waited:g} s)")
+            elif now - logged_at >= LOG_EVERY_S:
+                logged_at = now
+                warn(f"store: {failure}; trying again")
+            await trio.sleep(RETRY_S)
+
+    @staticmethod
+    def _lost_for_good(failure: RedisError) -> bool:
+        """Errors another attempt will not cure (a refused AUTH, a Redis
+        without Functions): they end the front end with their message."""
+        return not isinstance(failure, (RedisLost, LeaseLost))
+
+    async def _connected(self, ready: Callable[[], None]) -> None:
+        """One connection's life: find the primary, connect both
+        connections, load, take a lease, serve; raises when it ends."""
+        command, store, address = self.command, self.store, self.address
         with trio.move_on_after(CONNECT_TIMEOUT_S) as connecting:
-            await command.connect()
-            await self.inbox.connect()
+            host, port = address.host, address.port
+            if address.sentinel:
+                host, port = await sentinel_primary(address.sentinels, address.master, command.credentials)
+            await command.connect(host, port)
+            await self.inbox.connect(host, port)
         if connecting.cancelled_caught:
-            raise RedisError(f"redis at {self.address} did not accept a connection within {CONNECT_TIMEOUT_S:g} s")
+            raise RedisLost(f"redis at {address} did not answer within {CONNECT_TIMEOUT_S:g} s")
+        self.connections += 1
+        self.primary = (host, port)
         command.on_replies = lambda: self.settle()
         store.on_wait = self._wake_ticks
+        loaded = trio.Event()
+        failure: list[str] = []
+        leased: list[Reply] = []
+
+        def set_up(error: object) -> None:
+            if error is not None:
+                failure.append(str(error))
+
+        def took_lease(reply: Reply) -> None:
+            leased.append(reply)
+            loaded.set()
+
+        # Ahead of anything clients asked while Redis was away.
+        command.pipe.call_first([*store.setup_calls(set_up), store.lease_call(LEASE_US, True, took_lease)])
+        self._set_up = True
+        command.wake()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(command.run)
                 nursery.start_soon(self.inbox.run)
-                loaded = trio.Event()
-                failure: list[str] = []
-
-                def started(error: object) -> None:
-                    if error is not None:
-                        failure.append(str(error))
-                    loaded.set()
-
-                store.start(started)
                 with trio.move_on_after(CONNECT_TIMEOUT_S):
                     await loaded.wait()
-                if failure or not loaded.is_set():
-                    why = failure[0] if failure else f"no answer within {CONNECT_TIMEOUT_S:g} s"
-                    raise RedisError(f"redis at {self.address} could not load the store's functions "
-                                     f"(Redis 7.0 or later is needed): {why}")
-                # Hold a lease before serving anyone.
-                if await self._lease(first=True) != 1:
-                    raise LeaseLost(f"redis at {self.address} refused this front end's lease")
+                if not loaded.is_set():
+                    raise RedisLost(f"redis at {host}:{port} did not answer within {CONNECT_TIMEOUT_S:g} s")
+                if failure:
+                    raise RedisError(f"redis at {host}:{port} could not load the store's functions "
+                                     f"(Redis 7.0 or later is needed): {failure[0]}")
+                if leased[0] != 1:
+                    raise LeaseLost(f"redis at {host}:{port} refused this front end's lease: {leased[0]!r}")
                 self._alive = True
                 nursery.start_soon(self._lease_loop)
                 nursery.start_soon(self._inbox_loop)
                 nursery.start_soon(self._tick_loop)
                 nursery.start_soon(self._count_loop)
-                task_status.started()
+                if self.connections > 1:
+                    warn(f"store: connected to redis at {host}:{port} (front end {store.fe}, "
+                         f"stats id {store.epoch})")
+                ready()
         except OSError as exc:
-            raise RedisError(f"lost the connection to redis at {self.address}: {exc}") from None
-        finally:
-            self._alive = False
-            command.close()
-            self.inbox.close()
+            raise RedisLost(f"lost the connection to redis at {host}:{port}: {exc}") from None
+        except BaseExceptionGroup as group:
+            # Whichever task saw the loss first says why (the others were cancelled).
+            lost = group.subgroup(lambda exc: isinstance(exc, RedisError))
+            if lost is None:
+                raise
+            while isinstance(lost, BaseExceptionGroup):
+                lost = lost.exceptions[0]
+            raise lost from None
 
     async def flush(self) -> None:
         """Wait (bounded) until every queued call was answered: at shutdown,
@@ -157,7 +249,7 @@ class StoreService:
         while True:
             reply = await self.inbox.execute(b"BLMPOP", 0, 1, key, b"LEFT", b"COUNT", INBOX_BATCH)
             if isinstance(reply, RedisError) or is_error(reply):
-                raise RedisError(f"inbox: {reply}")
+                raise RedisLost(f"inbox: {reply}")
             self.inbox_pops += 1
             if reply:
                 assert isinstance(reply, list)
@@ -183,7 +275,7 @@ class StoreService:
             reply = await self._lease(first=False)
             if reply != 1:
                 if isinstance(reply, RedisError) or is_error(reply):
-                    raise RedisError(f"lease: {reply}")
+                    raise RedisLost(f"lease: {reply}")
                 raise LeaseLost(self._lost_message(trio.current_time() - renewed))
             self.lease_renewals += 1
             renewed = asked

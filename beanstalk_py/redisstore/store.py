@@ -162,12 +162,24 @@ class RedisStore:
         self.worker_ct = 0
         self.waiting_ct = 0
         self.errors = 0
+        self.epoch = ""  # the store's stats id (bs_init), "" until connected
+        self._resetting = False
 
     # ------------------------------------------------------------------ set-up
 
     def start(self, done: Optional[Callable[[Optional[str]], None]] = None) -> None:
         """Load the library and make the default tube (queued; sent with the
         first batch).  ``done`` gets None once both succeeded, else the error."""
+        for args, callback in self.setup_calls(done):
+            self.pipe.call(args, callback)
+        self.transport.wake()
+
+    def setup_calls(self, done: Optional[Callable[[Optional[str]], None]] = None
+                    ) -> list[tuple[Sequence[Arg], Callable[[Reply], None]]]:
+        """The calls that begin each connection to Redis: load the library
+        (FUNCTION LOAD REPLACE: the primary after a failover has it already,
+        one restarted empty has not) and ``bs_init``, whose reply is the
+        epoch shown as ``stats`` id.  ``done`` as for :meth:`start`."""
         failed: list[str] = []
 
         def loaded(reply: Reply) -> None:
@@ -179,11 +191,45 @@ class RedisStore:
             if isinstance(reply, RedisError) or is_error(reply):
                 failed.append(f"bs_init: {reply}")
                 self._check(reply)
+            elif isinstance(reply, bytes):
+                self.epoch = reply.decode()
             if done is not None:
                 done(failed[0] if failed else None)
 
-        self.pipe.call(("FUNCTION", "LOAD", "REPLACE", library_source()), loaded)
-        self._fcall("init", 0, (), initialised)
+        return [((b"FUNCTION", b"LOAD", b"REPLACE", library_source()), loaded),
+                ((b"FCALL", b"bs_init", 1, ANCHOR, self._now(0)), initialised)]
+
+    def lease_call(self, ttl_us: int, first: bool, callback: Callable[[Reply], None]
+                   ) -> tuple[Sequence[Arg], Callable[[Reply], None]]:
+        """:meth:`request_lease` as a call for :meth:`setup_calls`' list."""
+        return (b"FCALL", b"bs_lease", 1, ANCHOR, self._now(0), self.fe, ttl_us, 1 if first else 0), callback
+
+    def reset(self) -> int:
+        """The connection to Redis was lost (or this front end's lease):
+        whatever Redis holds for this front end's sessions is given up.
+
+        Every reply still owed fails, every client connection is hung up
+        (it reconnects, as after a crash of this front end: its reserved jobs
+        come back when the old identity's lease runs out, at-least-once), and
+        the store takes a new front-end identity for the next connection.
+        Returns how many clients were hung up."""
+        self._resetting = True
+        try:
+            self.pipe.fail_all(RedisError("the connection to redis was lost"))
+        finally:
+            self._resetting = False
+        self._completed.clear()
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        self._header = None
+        self._next_tick = None
+        self._reserves_in_batch = 0
+        self.fe = os.urandom(6).hex()
+        self._inbox = f"{{bs}}:in:{self.fe}"
+        for session in sessions:
+            session.reserving = None
+            session.owner.hang_up()
+        return len(sessions)
 
     @property
     def inbox_key(self) -> str:
@@ -193,13 +239,13 @@ class RedisStore:
     def request_tick(self, callback: Callable[[Reply], None]) -> None:
         """Run the timers due by the Redis clock; ``callback`` gets
         ``[redis now us, next timer us or -1]`` (the service's tick task)."""
-        self._fcall("tick", 0, (), callback)
+        self._fcall("tick", 0, (), callback, held=False)
 
     def request_lease(self, ttl_us: int, first: bool, callback: Callable[[Reply], None]) -> None:
         """Take (``first``) or renew this front end's lease for ``ttl_us`` by
         the Redis clock; ``callback`` gets 1, or 0 if it was lost (it ran out
         and this front end's state was reclaimed: see functions.lua)."""
-        self._fcall("lease", 0, (self.fe, ttl_us, 1 if first else 0), callback)
+        self._fcall("lease", 0, (self.fe, ttl_us, 1 if first else 0), callback, held=False)
 
     def _check(self, reply: Reply) -> None:
         if isinstance(reply, RedisError) or is_error(reply):
@@ -216,10 +262,11 @@ class RedisStore:
             self._last_now = now
         return self._last_now // NS_PER_US
 
-    def _fcall(self, name: str, now: int, args: Sequence[Arg], callback: Optional[Callable[[Reply], None]]) -> None:
+    def _fcall(self, name: str, now: int, args: Sequence[Arg], callback: Optional[Callable[[Reply], None]],
+               held: bool = True) -> None:
         if self._header is not None:
             self._take_header_id()
-        self.pipe.call((b"FCALL", b"bs_" + name.encode(), 1, ANCHOR, self._now(now), *args), callback)
+        self.pipe.call((b"FCALL", b"bs_" + name.encode(), 1, ANCHOR, self._now(now), *args), callback, held)
         self.transport.wake()
 
     def _later(self, name: str, now: int, args: Sequence[Arg], convert: Callable[[Reply], T],
@@ -240,6 +287,8 @@ class RedisStore:
         return later
 
     def _error(self, what: str, reply: object) -> None:
+        if self._resetting:
+            return  # one message for the lost connection says it all (service.py)
         self.errors += 1
         warn(f"redis store: {what}: {reply}")
 
@@ -346,8 +395,9 @@ class RedisStore:
             session.waiting = False
             self.waiting_ct -= 1
         session.reserving = None
-        del self._sessions[session.key]
-        self._fcall("close", now, (session.key, session.use, *session.watch.items), self._check)
+        if self._sessions.pop(session.key, None) is not None:
+            self._fcall("close", now, (session.key, session.use, *session.watch.items), self._check)
+        # else: hung up by reset(); the old identity's lease gives its jobs back
         self.conn_ct -= 1
         if session.producer:
             self.producer_ct -= 1
@@ -579,7 +629,9 @@ class RedisStore:
     def _snapshot(self, reply: Reply, local: list[Stat]) -> list[Stat]:
         assert isinstance(reply, list)
         tubes = reply[0]
-        fields = {reply[i].decode(): int(reply[i + 1]) for i in range(1, len(reply), 2)}
+        if reply[1]:
+            self.epoch = reply[1].decode()
+        fields = {reply[i].decode(): int(reply[i + 1]) for i in range(2, len(reply), 2)}
         gauge, counter = Kind.GAUGE, Kind.COUNTER
         out = [
             Stat("current-jobs-urgent", fields.get("urgent", 0), gauge),
@@ -594,6 +646,7 @@ class RedisStore:
             Stat("total-jobs", fields.get("total", 0), counter),
             Stat("max-job-size", self.max_job_size, Kind.INFO),
             Stat("current-tubes", tubes, gauge),
+            Stat("id", self.epoch, Kind.INFO),  # the store's: one for every front end
         ]
         return out + local
 
