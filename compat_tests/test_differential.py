@@ -37,12 +37,20 @@ from wire import SILENCE, Wire, mask, yaml_fields
 
 
 class Session:
-    """One daemon as seen by a script: open connections, send it signals."""
+    """One daemon as seen by a script: open connections, send it signals.
 
-    def __init__(self, daemon: Daemon, name: str) -> None:
-        self.daemon = daemon
+    The beanstalk-py side may be several front ends on one store
+    (test_differential_redis.py): each ``conn()`` then goes to the next
+    front end in turn, and its ``side`` decides what a signal does.
+    """
+
+    def __init__(self, daemon, name: str, side: "PySide | None" = None) -> None:
+        self.daemons: list[Daemon] = list(daemon) if isinstance(daemon, (list, tuple)) else [daemon]
+        self.daemon = self.daemons[0]
         self.name = name
+        self.side = side
         self.wires: list[Wire] = []
+        self._port_of: dict[int, int] = {}  # id(wire) -> its daemon's port
 
     def conn(self) -> Wire:
         """A new connection the server has certainly accepted.
@@ -52,8 +60,11 @@ class Session:
         gets UNKNOWN_COMMAND and moves no counter) makes the following
         `stats` of every daemon see it.
         """
-        wire = Wire(self.daemon.connect())
+        daemon = self.daemons[len(self.wires) % len(self.daemons)]
+        sock = daemon.connect()
+        wire = self.side.wire(sock, self, daemon) if self.side is not None else Wire(sock)
         self.wires.append(wire)
+        self._port_of[id(wire)] = daemon.port
         assert wire.one(b"\r\n") == b"UNKNOWN_COMMAND\r\n"
         return wire
 
@@ -69,16 +80,51 @@ class Session:
         port = wire.sock.getsockname()[1]
         wire.close()
         deadline = time.monotonic() + 5
-        while _tcp_state(port, self.daemon.port) not in (None, _TCP_TIME_WAIT):
+        while _tcp_state(port, self._port_of.get(id(wire), self.daemon.port)) not in (None, _TCP_TIME_WAIT):
             assert time.monotonic() < deadline, f"{self.name} never closed the connection from port {port}"
             time.sleep(0.002)
 
     def signal(self, signum: int) -> None:
-        self.daemon.proc.send_signal(signum)
+        if self.side is not None:
+            self.side.signal(self, signum)
+        else:
+            self.daemon.proc.send_signal(signum)
 
     def close(self) -> None:
         for wire in self.wires:
             wire.close()
+
+
+class PySide:
+    """How the beanstalk-py side of every script is run: by default a fresh
+    in-memory daemon with the script's arguments.  test_differential_redis.py
+    puts another in ``PY_SIDE`` for its tests (front ends on a Redis store),
+    so the same scripts run unchanged against them."""
+
+    # stats/stats-job/stats-tube keys masked on both sides, beyond wire.STATS_VOLATILE
+    mask_keys: tuple[str, ...] = ()
+
+    def start(self, *extra: str):
+        """The daemon (or list of daemons) a script runs against."""
+        return start_beanstalk_py(*extra)
+
+    def finish(self, transcript):
+        """The script's transcript, as compared with the reference's."""
+        return transcript
+
+    def stop(self, daemons: list[Daemon]) -> None:
+        for daemon in daemons:
+            daemon.stop()
+
+    def wire(self, sock: socket.socket, session: "Session", daemon: Daemon) -> Wire:
+        return Wire(sock)
+
+    def signal(self, session: "Session", signum: int) -> None:
+        for daemon in session.daemons:
+            daemon.proc.send_signal(signum)
+
+
+PY_SIDE = PySide()
 
 
 Script = Callable[[Session], object]
@@ -111,21 +157,28 @@ def _drain_kernel_buffer(sock: socket.socket) -> None:
         pass
 
 
-def _run(name: str, start, script: Script, extra: tuple[str, ...]):
-    daemon = start(*extra)
-    session = Session(daemon, name)
+def _run(name: str, start, script: Script, extra: tuple[str, ...], side: "PySide | None" = None):
+    session = Session(side.start(*extra) if side is not None else start(*extra), name, side)
     try:
-        return script(session)
+        result = script(session)
+        return side.finish(result) if side is not None else result
+    except Exception as exc:
+        exc.add_note(f"(the script failed on {name})")
+        raise
     finally:
         session.close()
-        daemon.stop()
+        if side is not None:
+            side.stop(session.daemons)
+        else:
+            for daemon in session.daemons:
+                daemon.stop()
 
 
 def run_both(script: Script, *extra: str, reference: bool = True, py: bool = True):
-    """Run ``script`` on a fresh reference and a fresh beanstalk-py, concurrently."""
+    """Run ``script`` on a fresh reference and a fresh beanstalk-py (``PY_SIDE``), concurrently."""
     with ThreadPoolExecutor(2) as pool:
         ref_f = pool.submit(_run, "reference", start_reference, script, extra) if reference else None
-        py_f = pool.submit(_run, "beanstalk-py", start_beanstalk_py, script, extra) if py else None
+        py_f = pool.submit(_run, "beanstalk-py", None, script, extra, PY_SIDE) if py else None
         # beanstalk-py's result first: a failing script there is the more useful report.
         py_result = py_f.result() if py_f else None
         ref_result = ref_f.result() if ref_f else None
@@ -135,6 +188,7 @@ def run_both(script: Script, *extra: str, reference: bool = True, py: bool = Tru
 def same(script: Script, *extra: str, mask_keys: tuple[str, ...] = ()):
     """Assert both daemons produce the same transcript; return beanstalk-py's."""
     ref, py = run_both(script, *extra)
+    mask_keys = (*mask_keys, *PY_SIDE.mask_keys)
     ref_m, py_m = mask(ref, mask_keys), mask(py, mask_keys)
     assert py_m == ref_m, first_difference(ref_m, py_m)
     # A reply the script waited for in vain means the script is wrong, even
@@ -974,7 +1028,7 @@ def same_unless_ttr_bug(script: Script, bug: Callable[[list], bool], attempts: i
             break
         ref, _ = run_both(script, py=False)
     if not bug(ref):
-        assert mask(py) == mask(ref)
+        assert mask(py, PY_SIDE.mask_keys) == mask(ref, PY_SIDE.mask_keys)
     return py
 
 
