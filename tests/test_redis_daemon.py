@@ -357,3 +357,84 @@ def test_a_front_end_rides_out_a_redis_restart() -> None:
     finally:
         assert daemon.stop() == 0
         own.stop()
+
+
+def test_a_front_end_killed_under_load_loses_and_repeats_nothing_acknowledged(front_ends: list[Daemon]) -> None:
+    """Producers and workers on both front ends; A is SIGKILLed mid-run; its
+    clients reconnect to B and go on.  Every put told INSERTED is deleted in
+    the end (jobs A's workers held come back after its lease), and no job is
+    handed out again after a DELETED was told for it."""
+    a, b = front_ends
+    from beanstalk_py.redisstore.service import LEASE_S
+
+    acked: list[int] = []
+    deleted: dict[int, float] = {}
+    unsure: set[int] = set()  # a delete sent when the front end died: it may have happened
+    late: list[int] = []  # reserved again after its delete was acknowledged
+    stop = threading.Event()
+    killed_at = [float("inf")]
+    errors: list[str] = []
+
+    def connect(first: Daemon) -> greenstalk.Client:
+        for daemon in (first, b, b, b):  # A, then B once A is gone
+            try:
+                return client(daemon)
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("no front end answered")
+
+    def producer(start: Daemon) -> None:
+        c = connect(start)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                acked.append(c.put(b"job %d" % n, ttr=60))
+            except (OSError, ConnectionError, greenstalk.Error) as exc:
+                errors.append(f"put: {exc!r}")
+                c = connect(b)
+            time.sleep(0.002)
+
+    def worker(start: Daemon) -> None:
+        c = connect(start)
+        while True:
+            try:
+                job = c.reserve(timeout=1)
+            except greenstalk.TimedOutError:
+                # Drained, and the dead front end's jobs are back (its lease ran out).
+                if stop.is_set() and time.monotonic() - killed_at[0] > LEASE_S + 1.5:
+                    return
+                continue
+            except (OSError, ConnectionError, greenstalk.Error) as exc:
+                errors.append(f"reserve: {exc!r}")
+                c = connect(b)
+                continue
+            if job.id in deleted:
+                late.append(job.id)
+            try:
+                c.delete(job)
+                deleted[job.id] = time.monotonic()
+            except (OSError, ConnectionError, greenstalk.Error) as exc:
+                errors.append(f"delete: {exc!r}")
+                unsure.add(job.id)
+                c = connect(b)
+
+    threads = [threading.Thread(target=producer, args=(fe,), daemon=True) for fe in (a, b)]
+    threads += [threading.Thread(target=worker, args=(fe,), daemon=True) for fe in (a, b)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    assert a.proc is not None
+    a.proc.kill()
+    a.proc.wait()
+    killed_at[0] = time.monotonic()
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=LEASE_S + 20)
+    assert not any(thread.is_alive() for thread in threads)
+    assert any("put" in e or "reserve" in e or "delete" in e for e in errors)  # A's clients saw it die
+    assert len(acked) == len(set(acked)) > 200
+    lost = set(acked) - set(deleted) - unsure
+    assert not lost, f"lost: {sorted(lost)[:5]}"
+    assert late == []
