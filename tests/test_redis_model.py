@@ -216,3 +216,17 @@ def test_bury_kick_and_close_orders(server: RedisServer) -> None:
     ]
     with mock.patch.object(stats_module.resource, "getrusage", return_value=_Usage()):
         run(server, plan)
+
+
+def test_a_reserve_job_makes_a_worker_from_its_place_in_the_command_order(server: RedisServer) -> None:
+    """Found by the random walk: a reserve-job answered later makes its client
+    a worker for a `stats` sent behind it, even when a reserve queued behind
+    that `stats` already counted the client (and not twice when before it)."""
+    plan = [
+        ("send", 0, [b"put 0 0 0 0\r\n\r\n", b"put 0 0 0 0\r\n\r\n"], 0),
+        ("send", 1, [b"reserve-job 1\r\n", b"stats\r\n", b"reserve-with-timeout 0\r\n"], 0),
+        ("send", 2, [b"reserve-job 2\r\n", b"reserve-with-timeout 0\r\n", b"stats\r\n"], 0),
+        ("send", 0, [b"reserve-job 9\r\n", b"stats\r\n"], 0),  # not found: not a worker
+    ]
+    with mock.patch.object(stats_module.resource, "getrusage", return_value=_Usage()):
+        run(server, plan)

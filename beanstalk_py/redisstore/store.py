@@ -108,7 +108,8 @@ class RedisJob:
 class RedisSession:
     """One client's tubes (kept here) and its place in Redis (``key``)."""
 
-    __slots__ = ("owner", "key", "use", "watch", "producer", "worker", "waiting", "reserving", "taken")
+    __slots__ = ("owner", "key", "use", "watch", "producer", "worker", "waiting", "reserving", "taken",
+                 "probing")
 
     def __init__(self, owner: SessionOwner, key: str) -> None:
         self.owner = owner
@@ -121,6 +122,9 @@ class RedisSession:
         self.waiting = False  # registered as a waiter in Redis
         self.reserving: Optional[Later[Outcome]] = None  # its reserve, until answered
         self.taken = False  # an id taken for a put header, kept in Redis for the put
+        # reserve-jobs sent while not a worker: one that finds its job makes
+        # the client a worker from its place in the command order (stats)
+        self.probing: list[Later[Optional[JobView]]] = []
 
 
 class RedisStore:
@@ -155,7 +159,7 @@ class RedisStore:
         self._reserves_in_batch = 0
         self._next_tick: Optional[int] = None
         self._last_now = 0
-        self._late_workers = 0  # clients made workers by a reserve-job's reply
+        self._probing: set[RedisSession] = set()  # sessions with a RedisSession.probing reserve-job
         self.conn_ct = 0
         self.total_conn_ct = 0
         self.producer_ct = 0
@@ -219,6 +223,7 @@ class RedisStore:
         finally:
             self._resetting = False
         self._completed.clear()
+        self._probing.clear()
         sessions = list(self._sessions.values())
         self._sessions.clear()
         self._header = None
@@ -530,14 +535,23 @@ class RedisStore:
         self._fcall("unwait", 0, (session.key,), done)
 
     def reserve_job(self, session: RedisSession, job_id: int, now: int) -> Later[Optional[JobView]]:
+        probing = not session.worker
+
         def convert(reply: Reply) -> Optional[JobView]:
             job = _job(reply)
+            if probing:
+                session.probing.remove(later)
+                if not session.probing:
+                    self._probing.discard(session)
             if job is not None and not session.worker and session.key in self._sessions:
                 self._set_worker(session)
-                self._late_workers += 1
             return job
 
-        return self._later("reserve_job", now, (session.key, job_id), convert, None)
+        later = self._later("reserve_job", now, (session.key, job_id), convert, None)
+        if probing:
+            session.probing.append(later)
+            self._probing.add(session)
+        return later
 
     def delete(self, session: RedisSession, job_id: int) -> Later[bool]:
         return self._later("delete", 0, (session.key, job_id), _bool, False)
@@ -610,7 +624,8 @@ class RedisStore:
         # reserve-job sent before it makes its client a worker only when
         # answered, which is before this reply.
         gauge = Kind.GAUGE
-        workers, late = self.worker_ct, self._late_workers
+        workers = self.worker_ct
+        probes = [list(session.probing) for session in self._probing if not session.worker]
         local = [
             Stat("current-connections", self.conn_ct, gauge),
             Stat("current-producers", self.producer_ct, gauge),
@@ -621,7 +636,8 @@ class RedisStore:
         ]
 
         def convert(reply: Reply) -> list[Stat]:
-            local[2] = Stat("current-workers", workers + self._late_workers - late, gauge)
+            made = sum(1 for laters in probes if any(later.value is not None for later in laters))
+            local[2] = Stat("current-workers", workers + made, gauge)
             return self._snapshot(reply, local)
 
         return self._later("stats", now, args, convert, [])
