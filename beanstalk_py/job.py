@@ -15,22 +15,6 @@ __all__ = ["BURIED", "DELAYED", "READY", "RESERVED", "Job", "ready_key", "delay_
 URGENT_THRESHOLD = 1024
 
 
-def _counter(index: int) -> property:
-    """A per-job counter kept in ``Job.counts``, read as 0 until first set."""
-
-    def get(job: "Job") -> int:
-        counts = job.counts
-        return 0 if counts is None else counts[index]
-
-    def set_(job: "Job", value: int) -> None:
-        counts = job.counts
-        if counts is None:
-            counts = job.counts = [0, 0, 0, 0, 0]
-        counts[index] = value
-
-    return property(get, set_)
-
-
 class Job:
     """One job.  ``body`` keeps its trailing CRLF so replies send it as is.
 
@@ -69,12 +53,6 @@ class Job:
         "wal_stamp",
     )
 
-    reserve_ct = _counter(0)
-    timeout_ct = _counter(1)
-    release_ct = _counter(2)
-    bury_ct = _counter(3)
-    kick_ct = _counter(4)
-
     def __init__(
         self,
         job_id: int,
@@ -93,13 +71,66 @@ class Job:
         self.tube = tube
         self.state = READY
         self.created_at = created_at  # monotonic ns
-        self.counts: Optional[list[int]] = None  # see _counter
+        self.counts: Optional[list[int]] = None  # see _count
         # ns while delayed or reserved; the bury order while buried (see bury_key)
         self.deadline = 0
         self.reserver: Optional["MemorySession"] = None  # while reserved
         self.timer: Optional["Timer"] = None  # its delay or TTR timer
         self.file = 0  # binlog file sequence holding the latest full record
         self.wal_stamp = 0  # binlog order of the last state change (buried FIFO order)
+
+    # The five stats counters live in ``counts``, read as 0 until first set.
+    # Written out as properties (not made by a factory) so mypyc compiles them.
+    def _count(self, index: int, value: int) -> None:
+        counts = self.counts
+        if counts is None:
+            counts = self.counts = [0, 0, 0, 0, 0]
+        counts[index] = value
+
+    @property
+    def reserve_ct(self) -> int:
+        counts = self.counts
+        return 0 if counts is None else counts[0]
+
+    @reserve_ct.setter
+    def reserve_ct(self, value: int) -> None:
+        self._count(0, value)
+
+    @property
+    def timeout_ct(self) -> int:
+        counts = self.counts
+        return 0 if counts is None else counts[1]
+
+    @timeout_ct.setter
+    def timeout_ct(self, value: int) -> None:
+        self._count(1, value)
+
+    @property
+    def release_ct(self) -> int:
+        counts = self.counts
+        return 0 if counts is None else counts[2]
+
+    @release_ct.setter
+    def release_ct(self, value: int) -> None:
+        self._count(2, value)
+
+    @property
+    def bury_ct(self) -> int:
+        counts = self.counts
+        return 0 if counts is None else counts[3]
+
+    @bury_ct.setter
+    def bury_ct(self, value: int) -> None:
+        self._count(3, value)
+
+    @property
+    def kick_ct(self) -> int:
+        counts = self.counts
+        return 0 if counts is None else counts[4]
+
+    @kick_ct.setter
+    def kick_ct(self, value: int) -> None:
+        self._count(4, value)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.state} pri={self.pri} tube={self.tube.name!r}>"

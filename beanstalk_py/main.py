@@ -107,7 +107,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     startup = Startup()
     startup.install_signal_handlers()
     if opts.verbose:
-        print(f"pid {os.getpid()}", flush=True)
+        from .build import describe as describe_build
+
+        print(f"pid {os.getpid()}\n{describe_build()}", flush=True)
     if inherited:
         socks = inherited
     else:

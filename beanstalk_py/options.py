@@ -326,7 +326,9 @@ def parse_args(argv: list[str], inherited_socket: bool = False) -> Options:
             elif flag == "h":
                 _usage(0)
             elif flag == "v":
-                print(f"{PROG} {__version__} (beanstalkd 1.12 protocol)", flush=True)
+                from .build import describe as describe_build
+
+                print(f"{PROG} {__version__} (beanstalkd 1.12 protocol)\n{describe_build()}", flush=True)
                 raise UsageExit(0)
             elif flag == "V":
                 opts.verbose += 1

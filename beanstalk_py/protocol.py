@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Callable, Optional
+from typing import Callable, Final, Optional
 
 # The reference's line buffer: a command line is accepted only when its CRLF
 # lies entirely inside the first 224 bytes (11 + 201 + 12 in beanstalkd).
@@ -43,23 +43,23 @@ _C_SPACE = b" \t\n\v\f\r"
 class Req:
     """Request kinds: the first item of every request tuple, and its shape."""
 
-    REPLY = "reply"  # (REPLY, payload): the parser already knows the answer
-    PUT = "put"  # (PUT, pri, delay, ttr, size): a header; then Parser.take_body
-    PUT_JOB = "put-job"  # (PUT_JOB, pri, delay, ttr, body): header and body both
+    REPLY: Final = "reply"  # (REPLY, payload): the parser already knows the answer
+    PUT: Final = "put"  # (PUT, pri, delay, ttr, size): a header; then Parser.take_body
+    PUT_JOB: Final = "put-job"  # (PUT_JOB, pri, delay, ttr, body): header and body both
     # buffered and well formed, what pipelining producers send (see _PUT_FRAME)
-    BODY = "body"  # (BODY, body): the body of a put, with its CRLF
-    BODY_BAD_CRLF = "body-bad-crlf"  # (BODY_BAD_CRLF,)
-    PUT_BAD_FORMAT = "put-bad-format"  # (PUT_BAD_FORMAT,): counted as a put
-    PUT_TOO_BIG = "put-too-big"  # (PUT_TOO_BIG,): counted at the header; its
+    BODY: Final = "body"  # (BODY, body): the body of a put, with its CRLF
+    BODY_BAD_CRLF: Final = "body-bad-crlf"  # (BODY_BAD_CRLF,)
+    PUT_BAD_FORMAT: Final = "put-bad-format"  # (PUT_BAD_FORMAT,): counted as a put
+    PUT_TOO_BIG: Final = "put-too-big"  # (PUT_TOO_BIG,): counted at the header; its
     # JOB_TOO_BIG comes as a REPLY once the body has been thrown away
-    PAUSE_BAD_NAME = "pause-tube-bad-name"  # (PAUSE_BAD_NAME,): counted as pause-tube
-    PEEK = "peek"  # (PEEK, id); likewise reserve-job, delete, kick-job, touch, stats-job
-    RESERVE_WITH_TIMEOUT = "reserve-with-timeout"  # (.., seconds: int, may be < 0)
-    RELEASE = "release"  # (RELEASE, id, pri, delay)
-    BURY = "bury"  # (BURY, id, pri)
-    KICK = "kick"  # (KICK, bound)
-    PAUSE_TUBE = "pause-tube"  # (PAUSE_TUBE, name, delay)
-    USE = "use"  # (USE, name); likewise watch, ignore, stats-tube
+    PAUSE_BAD_NAME: Final = "pause-tube-bad-name"  # (PAUSE_BAD_NAME,): counted as pause-tube
+    PEEK: Final = "peek"  # (PEEK, id); likewise reserve-job, delete, kick-job, touch, stats-job
+    RESERVE_WITH_TIMEOUT: Final = "reserve-with-timeout"  # (.., seconds: int, may be < 0)
+    RELEASE: Final = "release"  # (RELEASE, id, pri, delay)
+    BURY: Final = "bury"  # (BURY, id, pri)
+    KICK: Final = "kick"  # (KICK, bound)
+    PAUSE_TUBE: Final = "pause-tube"  # (PAUSE_TUBE, name, delay)
+    USE: Final = "use"  # (USE, name); likewise watch, ignore, stats-tube
     # (name,) alone: peek-ready, peek-delayed, peek-buried, reserve, stats,
     # list-tubes, list-tube-used, list-tubes-watched, quit
 

@@ -92,3 +92,6 @@ def test_summary_and_table_of_a_comparison(tmp_path) -> None:
     report.summarize(binlog)
     text = report.table({"put-pipelined-1": entry, "binlog-put": binlog}, ("beanstalk-py", "beanstalkd"))
     assert "4.00x" in text and "unsupported" in text and "1 failed run(s): boom" in text
+    # Which build each side ran (servers.build reads it from -v; beanstalkd has none).
+    assert report.builds_text({"beanstalk-py": "compiled", "beanstalkd": None}) == ", build: beanstalk-py compiled"
+    assert report.builds_text(None) == ""

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import Daemon, beanstalk_py_argv, free_port, start_beanstalk_py
 
+from beanstalk_py import build
+
 
 def ask(sock: socket.socket, data: bytes, until: bytes = b"\r\n", limit: float = 5.0) -> bytes:
     sock.sendall(data)
@@ -114,6 +116,7 @@ def test_usage_errors_and_version() -> None:
     assert result.returncode == 5 and "unknown flag: -x" in result.stderr
     result = run_cli("-v")
     assert result.returncode == 0 and result.stdout.startswith("beanstalk-py")
+    assert result.stdout.splitlines()[1] == build.describe()  # the build these tests import
     result = run_cli("-h")
     assert result.returncode == 0 and "-z BYTES" in result.stderr
 
@@ -263,7 +266,7 @@ def test_verbose_logs_connections() -> None:
     finally:
         daemon.stop()
     out = daemon.proc.stdout.read().decode()
-    assert out.startswith(f"pid {daemon.proc.pid}\n")
+    assert out.startswith(f"pid {daemon.proc.pid}\n{build.describe()}\n")  # the build these tests import
     assert "bind " in out and "accept " in out and "close " in out
 
 
