@@ -279,16 +279,14 @@ def make_redis_store(opts: Options) -> tuple["Store[Any]", "StoreService"]:
 def _run_with_store(trio: Any, server: Any) -> Optional[str]:
     """trio.run in store mode: a Redis failure (at start or later) is a
     message and an exit status, not a traceback."""
-    from .redisstore.resp import RedisError
+    from .redisstore.resp import RedisError, first_redis_error
 
     try:
         trio.run(server.run)
     except BaseExceptionGroup as group:
-        lost = group.subgroup(lambda exc: isinstance(exc, RedisError))
+        lost = first_redis_error(group)
         if lost is None:
             raise
-        while isinstance(lost, BaseExceptionGroup):
-            lost = lost.exceptions[0]
         return f"store: {lost}"
     except RedisError as exc:
         return f"store: {exc}"

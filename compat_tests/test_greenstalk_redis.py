@@ -21,20 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import conftest  # noqa: E402
 import test_greenstalk as gs  # noqa: E402
-from redis_rig import RedisServer, redis_server  # noqa: E402,F401  (fixture)
+from redis_rig import RedisServer, redis_server, store_url  # noqa: E402,F401  (fixtures)
 from test_greenstalk import *  # noqa: E402,F401,F403  (the tests, collected again here)
-
-
-@pytest.fixture
-def store_url(redis_server: RedisServer) -> str:  # noqa: F811
-    from beanstalk_py.redisstore.resp import BlockingRedis
-
-    client = BlockingRedis("127.0.0.1", redis_server.port)
-    try:
-        client.execute("FLUSHALL")
-    finally:
-        client.close()
-    return redis_server.url
 
 
 @pytest.fixture(autouse=True)

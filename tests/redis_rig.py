@@ -23,6 +23,19 @@ REDIS_BINARY = shutil.which("redis-server")
 SKIP_REASON = "redis-server is not installed (apt-get install -y redis-server); .ci/run installs it"
 
 
+def _stop(proc: Optional[subprocess.Popen]) -> None:
+    """SIGTERM a process we started (SIGKILL after 10 s), then close its pipe."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc is not None and proc.stdout is not None:
+        proc.stdout.close()
+
+
 def _free_port() -> int:
     # redis-server takes no inherited socket, so a port is chosen and freed:
     # racy in principle; start() retries on a bind failure.
@@ -74,15 +87,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        _stop(self.proc)
         if self.workdir is not None:
             self.workdir.cleanup()
             self.workdir = None
@@ -99,6 +104,19 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def store_url(redis_server: RedisServer) -> str:
+    """The module's redis-server, emptied for this test (functions stay loaded)."""
+    from beanstalk_py.redisstore.resp import BlockingRedis
+
+    client = BlockingRedis("127.0.0.1", redis_server.port)
+    try:
+        client.execute("FLUSHALL")
+    finally:
+        client.close()
+    return redis_server.url
 
 
 class StoreRig:
@@ -198,15 +216,7 @@ class SentinelServer:
         return answer.count(b"\r\nip\r\n")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        _stop(self.proc)
         if self.workdir is not None:
             self.workdir.cleanup()
             self.workdir = None

@@ -22,25 +22,12 @@ import greenstalk
 import pytest
 
 from conftest import Daemon, listening_socket, start_beanstalk_py
-from redis_rig import RedisServer, redis_server  # noqa: F401  (fixture)
+from redis_rig import RedisServer, redis_server, store_url  # noqa: F401  (fixtures)
 
 # How soon a put on one front end reaches a reserve blocked on another.
 # Measured on the 2-core test machine: 1-3 ms (BLMPOP on the inbox); the
 # bound leaves room for a loaded CI machine.
 CROSS_FE_BOUND_S = 0.25
-
-
-@pytest.fixture
-def store_url(redis_server: RedisServer) -> str:  # noqa: F811
-    """The module's redis-server, emptied for this test (functions stay loaded)."""
-    from beanstalk_py.redisstore.resp import BlockingRedis
-
-    client = BlockingRedis("127.0.0.1", redis_server.port)
-    try:
-        client.execute("FLUSHALL")
-    finally:
-        client.close()
-    return redis_server.url
 
 
 @pytest.fixture

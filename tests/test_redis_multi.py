@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 import pytest
 
 from conftest import Daemon, listening_socket
-from redis_rig import RedisServer, redis_server  # noqa: F401  (fixture)
+from redis_rig import RedisServer, redis_server, store_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.daemon
 
@@ -89,18 +89,6 @@ class Client:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def store_url(redis_server: RedisServer) -> str:  # noqa: F811
-    from beanstalk_py.redisstore.resp import BlockingRedis
-
-    client = BlockingRedis("127.0.0.1", redis_server.port)
-    try:
-        client.execute("FLUSHALL")
-    finally:
-        client.close()
-    return redis_server.url
 
 
 @pytest.fixture

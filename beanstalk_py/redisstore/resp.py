@@ -73,6 +73,14 @@ class _Unheld:
         self.callback(reply)
 
 
+def first_redis_error(group: BaseExceptionGroup[BaseException]) -> Optional[RedisError]:
+    """The RedisError that ended a nursery (the others' tasks were cancelled), if one did."""
+    found: Optional[BaseException] = group.subgroup(lambda exc: isinstance(exc, RedisError))
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, RedisError) else None
+
+
 def encode(args: Sequence[Arg]) -> bytes:
     """One command as a RESP array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
@@ -87,6 +95,20 @@ def encode(args: Sequence[Arg]) -> bytes:
         parts.append(data)
         parts.append(b"\r\n")
     return b"".join(parts)
+
+
+# hiredis's own encoder (C): 1.1 us per put's FCALL (11 arguments, a 100-byte
+# body) against 3.1 us for encode() above (timeit, this VM).  It refuses what
+# encode() takes beyond bytes, str and int (a bool, a list): those go through
+# encode().
+_pack = hiredis.pack_command if hiredis is not None else encode
+
+
+def pack(args: Sequence[Arg]) -> bytes:
+    try:
+        return _pack(args)  # type: ignore[arg-type]
+    except TypeError:
+        return encode(args)
 
 
 def is_error(reply: Reply) -> bool:
@@ -122,7 +144,7 @@ class Pipeline:
     def call(self, args: Sequence[Arg], callback: Optional[Callback] = None, held: bool = True) -> None:
         """Queue one command; ``callback`` gets its reply (None: ignore it).
         ``held=False``: answered at once even under --durability replica."""
-        self._out.append(encode(args))
+        self._out.append(pack(args))
         self._waiting.append(callback if held or callback is None else _Unheld(callback))
 
     def call_first(self, calls: Sequence[tuple[Sequence[Arg], Optional[Callback]]]) -> None:
@@ -130,7 +152,7 @@ class Pipeline:
         sent: a new connection's set-up before what clients asked meanwhile
         (answered as they come, not held for replicas)."""
         assert len(self._out) == len(self._waiting), "only before anything was sent"
-        self._out[0:0] = [encode(args) for args, _ in calls]
+        self._out[0:0] = [pack(args) for args, _ in calls]
         self._waiting.extendleft(None if callback is None else _Unheld(callback) for _, callback in reversed(calls))
 
     @property

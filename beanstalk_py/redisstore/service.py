@@ -54,7 +54,7 @@ import trio
 
 from ..log import warn
 from .address import StoreAddress
-from .resp import RedisError, RedisLost, Reply, TrioRedis, is_error, sentinel_primary
+from .resp import RedisError, RedisLost, Reply, TrioRedis, first_redis_error, is_error, sentinel_primary
 from .store import COUNT_FLUSH_NS, INBOX_BATCH, WAIT_POLL_NS, RedisStore
 
 # How long start-up waits for Redis to accept and load the library (Redis
@@ -223,12 +223,9 @@ class StoreService:
         except OSError as exc:
             raise RedisLost(f"lost the connection to redis at {host}:{port}: {exc}") from None
         except BaseExceptionGroup as group:
-            # Whichever task saw the loss first says why (the others were cancelled).
-            lost = group.subgroup(lambda exc: isinstance(exc, RedisError))
+            lost = first_redis_error(group)  # whichever task saw the loss first says why
             if lost is None:
                 raise
-            while isinstance(lost, BaseExceptionGroup):
-                lost = lost.exceptions[0]
             raise lost from None
 
     async def flush(self) -> None:
