@@ -4,6 +4,8 @@
   python -m bench --compare [--rounds 3] [--workload NAME ...] [--duration 3]
   python -m bench --aa                      # beanstalkd against itself: the noise
   python -m bench --scrape [--rounds 3]     # beanstalk-py watched (/metrics, console) vs not
+  python -m bench --store-compare [--rounds 3]  # --store redis:// (1 and 2 front ends) vs beanstalkd
+                                                # and in-memory beanstalk-py
 
 See bench/README.md for what each workload measures and how to read the results.
 """
@@ -21,7 +23,7 @@ import sys
 import time
 from typing import Optional
 
-from . import loadgen, report, scrape, servers
+from . import loadgen, report, scrape, servers, storemode
 from .workloads import WORKLOADS, Ctx, Unavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +42,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                       help="beanstalk-py with --http, /metrics scraped every second and the console open, "
                            "against the same without them, A B A B (default workloads: "
                            f"{', '.join(SCRAPE_WORKLOADS)})")
+    mode.add_argument("--store-compare", action="store_true",
+                      help="beanstalk-py --store redis:// on a private redis-server (one and two front ends) "
+                           "against beanstalkd and in-memory beanstalk-py (default workloads: "
+                           f"{', '.join(storemode.STORE_WORKLOADS)}); needs redis-server on PATH")
     mode.add_argument("--report", metavar="JSON", help="print the table and redraw the chart of a saved run")
     p.add_argument("--workload", action="append", choices=list(WORKLOADS), metavar="NAME",
                    help=f"repeatable; default: all. One of: {', '.join(WORKLOADS)}")
@@ -59,6 +65,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--candidate", metavar="CMD",
                    help="command line of the server to compare instead of beanstalk-py, with {port} "
                         "where the port goes (e.g. 'beanstalkd -l 127.0.0.1 -p {port} -z 100000')")
+    p.add_argument("--store-front-ends", type=lambda v: [int(n) for n in v.split(",")], default=[1, 2],
+                   metavar="N[,N]", help="--store-compare: front-end counts to run (default 1,2)")
+    p.add_argument("--redis-cpu", choices=["server", "load", "any"], default="server",
+                   help="--store-compare: where redis-server runs: on the server's CPU with the front "
+                        "ends (default), on the load's, or unpinned")
+    p.add_argument("--sides", type=lambda v: v.split(","), metavar="KEY[,KEY]",
+                   help="--store-compare: only these sides (beanstalkd, memory, store1, store2)")
     p.add_argument("--binlog-base", help="where the binlog workloads make their temp dirs (default: $TMPDIR)")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="directory for JSON and PNG")
     p.add_argument("--chart", help="path of the PNG chart (default: next to the JSON)")
@@ -111,12 +124,18 @@ def replay(args: argparse.Namespace) -> int:
     """--report: the table (and A/A noise) of a saved comparison, and its chart again."""
     with open(args.report) as handle:
         doc = json.load(handle)
+    if doc.get("mode") == "store-compare":
+        print(f"# store-compare of {doc['date']} ({doc.get('elapsed_s', '?')} s), "
+              f"load generator: {doc['host']['loadgen']}, versions: {doc.get('versions')}")
+        storemode.print_tables(doc["results"], storemode.sides_of(doc))
+        return 0
     if doc.get("mode") not in ("compare", "aa", "scrape"):
         print(json.dumps(doc.get("results", {}), indent=1))
         return 0
     labels = tuple(doc["labels"])
     print(f"# {doc['mode']} of {doc['date']} ({doc.get('elapsed_s', '?')} s), "
-          f"load generator: {doc['host']['loadgen']}, versions: {doc.get('versions')}")
+          f"load generator: {doc['host']['loadgen']}, versions: {doc.get('versions')}"
+          f"{report.builds_text(doc.get('builds'))}")
     print(report.table(doc["results"], labels))
     if doc["mode"] == "aa":
         print(report.noise_text(report.noise(doc["results"])))
@@ -248,6 +267,31 @@ def main(argv: Optional[list[str]] = None) -> int:
         doc["results"], doc["server_pid"] = target(args, gen, workloads)
         path = os.path.join(args.out, f"target-{stamp}.json")
         failed = any("error" in r for r in doc["results"].values())
+    elif args.store_compare:
+        if not servers.redis_available():
+            print("redis-server is not installed (apt-get install -y redis-server)", file=sys.stderr)
+            return 2
+        workloads = args.workload or storemode.STORE_WORKLOADS
+        server_cpus, load_cpus = servers.cpu_split(not args.no_pin)
+        doc["mode"] = "store-compare"
+        doc["host"] = host_info(gen, server_cpus, load_cpus)
+        chosen = storemode.sides(args)
+        doc["versions"] = {"beanstalk-py": servers.version(servers.beanstalk_py_argv()),
+                           "redis-server": servers.version(["redis-server"])}
+        if any(side.key == "beanstalkd" for side in chosen):
+            doc["versions"]["beanstalkd"] = servers.version(servers.beanstalkd_argv(args.beanstalkd))
+        print(f"# store-compare: {len(workloads)} workload(s) x {args.rounds} round(s), "
+              f"{args.duration:g} s + {args.warmup:g} s warm-up per phase, load generator: {gen.kind}, "
+              f"server side (beanstalkd, or redis-server and the front ends) on CPUs "
+              f"{sorted(server_cpus or []) or 'any'}, load CPUs {sorted(load_cpus or []) or 'any'}",
+              flush=True)
+        results = storemode.run(args, gen, workloads, server_cpus, load_cpus, chosen)
+        doc["sides"] = [{"key": s.key, "label": s.label, "front_ends": s.front_ends} for s in chosen]
+        doc["results"] = results
+        print()
+        storemode.print_tables(results, chosen)
+        path = os.path.join(args.out, f"store-compare-{stamp}.json")
+        failed = any("error" in r for e in results.values() for runs in e["runs"].values() for r in runs)
     else:
         workloads = args.workload or (SCRAPE_WORKLOADS if args.scrape else list(WORKLOADS))
         server_cpus, load_cpus = servers.cpu_split(not args.no_pin)
@@ -255,16 +299,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         doc["host"] = host_info(gen, server_cpus, load_cpus)
         if args.scrape:
             doc["versions"] = {"beanstalk-py": servers.version(servers.beanstalk_py_argv())}
+            doc["builds"] = {"beanstalk-py": servers.build(servers.beanstalk_py_argv())}
         else:
             ref = servers.beanstalkd_argv(args.beanstalkd)
             doc["versions"] = {"beanstalkd": servers.version(ref)}
         if not args.aa and not args.scrape:
             label, argv_a = candidate(args)
             doc["versions"][label] = servers.version(argv_a) if not args.candidate else args.candidate
+            # "compiled" or "pure" (mypyc or not), as each side's -v says (None: beanstalkd).
+            doc["builds"] = {label: servers.build(argv_a), "beanstalkd": servers.build(ref)}
         print(f"# {doc['mode']}: {len(workloads)} workload(s) x {args.rounds} round(s), "
               f"{args.duration:g} s + {args.warmup:g} s warm-up per phase, load generator: {gen.kind}, "
-              f"server CPUs {sorted(server_cpus or []) or 'any'}, load CPUs {sorted(load_cpus or []) or 'any'}",
-              flush=True)
+              f"server CPUs {sorted(server_cpus or []) or 'any'}, load CPUs {sorted(load_cpus or []) or 'any'}"
+              f"{report.builds_text(doc.get('builds'))}", flush=True)
         results, labels = compare(args, gen, workloads)
         doc["labels"] = labels
         doc["results"] = results

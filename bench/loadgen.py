@@ -158,19 +158,21 @@ def _pin(cpus: Optional[set[int]]):
 
 
 def run(gen: Generator, port: int, shares: list[list[str]], *, server_pid: Optional[int],
-        cpus: Optional[set[int]], timeout: float) -> dict[str, Phase]:
+        cpus: Optional[set[int]], timeout: float, ports: Optional[list[int]] = None) -> dict[str, Phase]:
     """Start one load process per share (its flags), start them together, merge their phases.
 
+    ``ports``: several servers (store-mode front ends), share i on ports[i % n].
     Every process is ours and is stopped by its PID if it overruns ``timeout``.
     """
     procs: list[subprocess.Popen] = []
     errs = []
     sel = selectors.DefaultSelector()
     try:
-        for flags in shares:
+        for index, flags in enumerate(shares):
             err = tempfile.TemporaryFile()
             errs.append(err)
-            argv = gen.argv + ["-p", str(port), "-S", str(server_pid or 0)] + flags
+            share_port = ports[index % len(ports)] if ports else port
+            argv = gen.argv + ["-p", str(share_port), "-S", str(server_pid or 0)] + flags
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                     preexec_fn=_pin(cpus), cwd=HERE.parent)
             procs.append(proc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from typing import Optional
+from typing import Optional, Sequence
 
 from .workloads import COMMON, METRICS, WORKLOADS, Metric
 
@@ -20,10 +20,10 @@ def saturated_phases(metrics: dict, load_cpus: int) -> list[str]:
     return out
 
 
-def summarize(entry: dict) -> None:
+def summarize(entry: dict, extra: Sequence[Metric] = ()) -> None:
     """Add medians and medians of per-round ratios (a/b) to a compare entry."""
     runs = entry["runs"]
-    keys = [m.key for m in METRICS.get(entry["workload"], []) + COMMON]
+    keys = [m.key for m in METRICS.get(entry["workload"], []) + COMMON + list(extra)]
     summary = {}
     for key in keys:
         a = {r["round"]: r["metrics"].get(key) for r in runs["a"] if "metrics" in r}
@@ -61,14 +61,14 @@ def fmt(value: Optional[float]) -> str:
     return f"{value:.2f}"
 
 
-def table(results: dict, labels: tuple[str, str]) -> str:
+def table(results: dict, labels: tuple[str, str], extra: Sequence[Metric] = ()) -> str:
     """The terminal table of a comparison."""
     head = (f"{'workload':17} {'metric':20} {labels[0]:>13} {labels[1]:>13} "
             f"{'ratio':>7} {'per-round':>13}  note")
     lines = [head, "-" * len(head)]
     for name, entry in results.items():
         unsupported = entry.get("unsupported", {})
-        rows: list[Metric] = METRICS.get(name, []) + COMMON
+        rows: list[Metric] = METRICS.get(name, []) + COMMON + list(extra)
         first = True
         for metric in rows:
             s = entry.get("summary", {}).get(metric.key)
@@ -143,6 +143,12 @@ def noise_text(n: dict) -> str:
             f"{n['within_10pct']} within 10%, {n['within_20pct']} within 20%; "
             f"worst median ratio {w['ratio']:.2f}x ({w['workload']} {w['metric']}); "
             f"worst single round {100 * r['dev']:.0f}% off ({r['workload']} {r['metric']})")
+
+
+def builds_text(builds: Optional[dict]) -> str:
+    """", build: beanstalk-py compiled" for the report's first line ("" when not known)."""
+    known = {label: b for label, b in (builds or {}).items() if b}
+    return "".join(f", build: {label} {b}" for label, b in known.items())
 
 
 def write_json(path: str, doc: dict) -> None:

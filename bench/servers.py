@@ -196,6 +196,20 @@ def version(argv: list[str]) -> str:
         return "?"
 
 
+def build(argv: list[str]) -> Optional[str]:
+    """Which build of beanstalk-py ``argv`` runs: "compiled" or "pure", from the
+    ``build ...`` line of its ``-v`` (None for a server without one, as beanstalkd)."""
+    try:
+        done = subprocess.run(argv[:1] + (argv[1:3] if argv[1:2] == ["-m"] else []) + ["-v"],
+                              capture_output=True, text=True, timeout=20, cwd=REPO)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in done.stdout.splitlines():
+        if line.startswith("build "):
+            return line.split()[1]
+    return None
+
+
 def find_listener_pid(port: int) -> Optional[int]:
     """Best effort: the PID of the process listening on 127.0.0.1:port (via /proc)."""
     inodes = set()
@@ -220,3 +234,129 @@ def find_listener_pid(port: int) -> Optional[int]:
         except OSError:
             continue
     return None
+
+
+# ---------------------------------------------------------------- store mode
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+class RedisServer:
+    """A private redis-server for one store-mode run: a free loopback port, a
+    temporary directory, no persistence, noeviction; stopped by its PID."""
+
+    def __init__(self, cpus: Optional[set[int]] = None, binary: Optional[str] = None) -> None:
+        self.binary = binary or shutil.which("redis-server")
+        if self.binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        self.cpus = cpus
+        self.port = 0
+        self.proc: Optional[subprocess.Popen] = None
+        self.workdir: Optional[str] = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        self.workdir = tempfile.mkdtemp(prefix="bench-redis-")
+        for _attempt in range(5):  # a free port is chosen and freed first: retry if taken meanwhile
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self.workdir, "--daemonize", "no",
+                 "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                preexec_fn=_child_setup(self.cpus), cwd=self.workdir)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if self._ping():
+                    return self
+                time.sleep(0.02)
+            else:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
+        self.stop()
+        raise RuntimeError("redis-server would not start (port taken five times?)")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_s(self) -> Optional[float]:
+        return proc_cpu_s(self.proc.pid) if self.alive() else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+class StoreSetup:
+    """One redis-server and ``front_ends`` beanstalk-py front ends on it
+    (``--store redis://...``), all pinned to ``cpus`` (the server's CPU: the
+    whole store-mode server side gets what beanstalkd gets)."""
+
+    def __init__(self, name: str, front_ends: int, cpus: Optional[set[int]] = None,
+                 extra: tuple[str, ...] = (), redis_cpus: Optional[set[int]] = None) -> None:
+        self.name = name
+        self.cpus = cpus
+        self.redis = RedisServer(redis_cpus if redis_cpus is not None else cpus)
+        self.count = front_ends
+        self.extra = extra
+        self.front_ends: list[Server] = []
+
+    def start(self) -> "StoreSetup":
+        self.redis.start()
+        try:
+            for i in range(self.count):
+                fe = Server(f"{self.name}-fe{i + 1}", beanstalk_py_argv() + ["--store", self.redis.url],
+                            cpus=self.cpus, extra=self.extra)
+                self.front_ends.append(fe)
+                fe.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def ports(self) -> list[int]:
+        return [fe.port for fe in self.front_ends]
+
+    def alive(self) -> bool:
+        return self.redis.alive() and all(fe.alive() for fe in self.front_ends)
+
+    def fe_cpu_s(self) -> Optional[float]:
+        """utime + stime of every front end, summed."""
+        times = [fe.cpu_s() for fe in self.front_ends]
+        return None if any(t is None for t in times) else sum(times)  # type: ignore[misc]
+
+    def log_tail(self) -> str:
+        return " / ".join(f"{fe.name}: {fe.log_tail()}" for fe in self.front_ends if not fe.alive())
+
+    def stop(self) -> None:
+        for fe in self.front_ends:
+            fe.stop()
+        self.redis.stop()

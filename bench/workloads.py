@@ -38,6 +38,7 @@ class Ctx:
     procs: int = 1                 # most load processes to use
     jobs: int = 1_000_000          # memory workload
     limit: float = 60.0            # bound on untimed phases (create, watch, set-up, fill)
+    ports: Optional[list[int]] = None  # several front ends (store mode): the load split over them
 
     def flags(self) -> list[str]:
         return ["-s", str(BODY_SIZE), "-w", str(self.warmup), "-d", str(self.duration),
@@ -48,7 +49,7 @@ class Ctx:
 
     def run(self, shares: list[list[str]], timeout: float) -> dict[str, Phase]:
         return loadgen.run(self.gen, self.port, [s + self.flags() for s in shares],
-                           server_pid=self.pid, cpus=self.load_cpus, timeout=timeout)
+                           server_pid=self.pid, cpus=self.load_cpus, timeout=timeout, ports=self.ports)
 
 
 @dataclass(frozen=True)
@@ -299,3 +300,14 @@ METRICS: dict[str, list[Metric]] = {
                Metric("rss_after_mib", "RSS after, MiB", "lower", "fill")],
 }
 COMMON = [Metric("server_cpu_pct", "server CPU %", ""), Metric("load_cpu_pct", "load CPU % (max)", "")]
+# --store-compare adds these: the whole server side's CPU per job (every
+# process: beanstalkd, or Redis and the front ends), and Redis's and the
+# front ends' shares of it.  A job is a put in put-*, a deleted job in prd-*
+# and a put+reserve+delete (three commands) in latency.
+STORE_COMMON = [Metric("server_us_per_job", "server CPU us/job", "lower"),
+                Metric("redis_us_per_job", "redis CPU us/job", "lower"),
+                Metric("fe_us_per_job", "front-end CPU us/job", "lower"),
+                Metric("redis_cpu_pct", "redis CPU %", ""),
+                Metric("fe_cpu_pct", "front-end CPU %", "")]
+# Jobs per unit of each workload's throughput figure (the first of .throughput).
+JOBS_PER_UNIT = {"latency": 1 / 3}

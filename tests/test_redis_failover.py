@@ -95,6 +95,11 @@ class Producer(threading.Thread):
         self.stop_now = threading.Event()
         self.hung_up = 0
         self.n = 0
+        # How many puts were acknowledged before the first hang-up: every
+        # later one came through a new connection, after the front end
+        # reconnected (a reply from the old primary can still land after the
+        # kill, before the hang-up, so the kill's moment cannot split them).
+        self.before_hang_up: Optional[int] = None
 
     def run(self) -> None:
         sock: Optional[socket.socket] = None
@@ -114,6 +119,8 @@ class Producer(threading.Thread):
                 assert reply.startswith(b"INSERTED "), reply
                 self.acked.append((int(reply.split()[1]), body))
             except OSError:
+                if self.before_hang_up is None:
+                    self.before_hang_up = len(self.acked)
                 self.hung_up += 1
                 if sock is not None:
                     sock.close()
@@ -188,7 +195,7 @@ def _failover(cluster: tuple[RedisServer, RedisServer, CutProxy, SentinelServer]
               restarted: list[RedisServer]) -> tuple[Producer, Daemon, str, str, int]:
     """Put under load, cut replication, kill the primary, let Sentinel fail
     over; returns the producer (stopped), the front end, stats id before and
-    after, and the last id acknowledged before the kill."""
+    after, and how many puts were acknowledged before the front end hung up."""
     primary, replica, proxy, sentinel = cluster
     url = f"redis+sentinel://127.0.0.1:{sentinel.port}/{sentinel.master}/0"
     args = ("--store", url) + (("--durability", durability) if durability else ())
@@ -203,7 +210,6 @@ def _failover(cluster: tuple[RedisServer, RedisServer, CutProxy, SentinelServer]
         assert primary.proc is not None
         primary.proc.kill()
         primary.proc.wait()
-        last_before = producer.acked[-1][0]
         wait_until(lambda: sentinel.primary() == replica.port, 20, "Sentinel promoted the replica")
         if durability:
             # The one replica is now the primary: nothing confirms writes until
@@ -215,7 +221,8 @@ def _failover(cluster: tuple[RedisServer, RedisServer, CutProxy, SentinelServer]
         producer.stop_now.set()
         producer.join(timeout=40)
     after = stats_id(daemon)
-    return producer, daemon, before, after, last_before
+    assert producer.before_hang_up is not None
+    return producer, daemon, before, after, producer.before_hang_up
 
 
 @pytest.fixture
@@ -231,7 +238,7 @@ def _present(daemon: Daemon, job_id: int) -> bool:
 
 
 def test_with_durability_replica_no_acknowledged_put_is_lost(cluster, restarted) -> None:  # type: ignore[no-untyped-def]
-    producer, daemon, before, after, last_before = _failover(cluster, "replica:1:100", restarted)
+    producer, daemon, before, after, _ = _failover(cluster, "replica:1:100", restarted)
     try:
         assert producer.hung_up >= 1  # the front end hung up when the primary went
         ids = [job_id for job_id, _ in producer.acked]
@@ -243,16 +250,16 @@ def test_with_durability_replica_no_acknowledged_put_is_lost(cluster, restarted)
 
 
 def test_without_durability_ids_are_never_reused_and_stats_id_changes(cluster, restarted) -> None:  # type: ignore[no-untyped-def]
-    producer, daemon, before, after, last_before = _failover(cluster, "", restarted)
+    producer, daemon, before, after, split = _failover(cluster, "", restarted)
     try:
         assert producer.hung_up >= 1
         ids = [job_id for job_id, _ in producer.acked]
         assert len(ids) == len(set(ids)), "an id was handed out twice"
         assert after != before
-        later = [job_id for job_id in ids if job_id > last_before]
-        assert later and min(later) > last_before  # never an id twice...
+        earlier, later = ids[:split], ids[split:]
+        assert later and min(later) > max(earlier)  # never an id twice...
         assert min(later) > 10_000_000  # ...as the counter jumped when the primary changed
-        lost = sum(1 for job_id in ids if job_id <= last_before and not _present(daemon, job_id))
+        lost = sum(1 for job_id in earlier if not _present(daemon, job_id))
         print(f"acknowledged puts lost without --durability replica: {lost} of {len(ids)}")
     finally:
         assert daemon.stop() == 0

@@ -21,9 +21,10 @@ coredis on trio cost 100-300 us per call (measured, same section).
 
 from __future__ import annotations
 
+import os
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Awaitable, Callable, Optional, Sequence, Union
 
 try:
     import hiredis
@@ -368,6 +369,7 @@ class TrioRedis:
         self.on_replies = on_replies or (lambda: None)
         self._stream: Optional["trio.abc.Stream"] = None
         self._wanted: Optional["trio.Event"] = None
+        self._fd = -1  # a plain TCP connection's descriptor (-1: TLS: through the stream)
 
     async def connect(self, host: Optional[str] = None, port: Optional[int] = None,
                       server_hostname: Optional[str] = None) -> None:
@@ -397,6 +399,7 @@ class TrioRedis:
             await trio.aclose_forcefully(stream)
             raise
         self._stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._wanted = trio.Event()
         if self.pipe.queued:
             self._wanted.set()
@@ -429,11 +432,36 @@ class TrioRedis:
         assert self._stream is not None, "connect() first"
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader)
-                await self._writer()
+                nursery.start_soon(self._guarded, self._reader)
+                await self._guarded(self._writer)
+        except BaseExceptionGroup as group:
+            lost = first_redis_error(group)
+            if lost is None:
+                raise
+            raise lost from None
+
+    async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
+        """``task``, its connection's failures raised as RedisLost.  Inside
+        the task, not around the nursery: trio's nurseries wrap what their
+        tasks raise in an ExceptionGroup, which ``except OSError`` around
+        the nursery never caught (a reset connection, ECONNRESET, then
+        escaped the service's first_redis_error as no RedisError)."""
+        import trio
+
+        try:
+            await task()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise RedisLost(f"lost the connection to redis at {self.host}:{self.port}: {exc}") from None
 
+    # A plain TCP connection (not TLS) is written and read with os.write and
+    # os.read on its descriptor, waiting with trio.lowlevel.wait_writable /
+    # wait_readable only when the kernel says EAGAIN.  trio's send_all and
+    # receive_some end every call that moved bytes with one more checkpoint
+    # (a pass of the loop) and receive_some first tries a recv that mostly
+    # says EAGAIN.  Measured (one front end pinned with Redis on one CPU,
+    # 3 alternating runs of 2 s, 2026-11-30): prd-25x25 3,839 -> 4,220
+    # jobs/s (medians), front end 193 -> 171 us of CPU per job; latency:
+    # recv calls 14.9 -> 11.6 per put+reserve+delete (throughput within noise).
     async def _writer(self) -> None:
         import trio
 
@@ -444,18 +472,47 @@ class TrioRedis:
             await self._wanted.wait()
             self._wanted = trio.Event()
             data = self.pipe.data_to_send()
-            if data:
+            if not data:
+                continue
+            fd = self._fd
+            if fd < 0:
                 await stream.send_all(data)
+                continue
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                with memoryview(data) as view:
+                    while sent < len(view):
+                        await trio.lowlevel.wait_writable(fd)
+                        try:
+                            sent += os.write(fd, view[sent:])
+                        except BlockingIOError:
+                            pass
 
     async def _reader(self) -> None:
+        import trio
+
         stream = self._stream
         assert stream is not None
         pipe = self.pipe
+        fd = self._fd
         while True:
-            chunk = await stream.receive_some(1 << 16)
+            if fd < 0:
+                chunk = bytes(await stream.receive_some(1 << 16))
+            else:
+                # Wait first: replies are rarely there already when the
+                # reader comes back (it took all there were), so a read first
+                # would mostly be an EAGAIN.  The wait is the checkpoint.
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
             if not chunk:
                 raise RedisLost(f"redis at {self.host}:{self.port} closed the connection")
-            pipe.receive_data(bytes(chunk))
+            pipe.receive_data(chunk)
             if pipe.wants_write:
                 self.wake()
             self.on_replies()
@@ -464,6 +521,7 @@ class TrioRedis:
         """Drop the connection (what is queued stays queued for the next)."""
         stream, self._stream = self._stream, None
         self._wanted = None
+        self._fd = -1
         if stream is not None:
             import trio
 
