@@ -370,7 +370,10 @@ def test_a_large_import_goes_in_chunks_with_bounded_memory(store_url: str,
         calls = info.decode()
         fcalls = int(calls.split("cmdstat_fcall:calls=")[1].split(",")[0])
         assert 21 <= fcalls <= 30, calls  # begin + 20 chunks of 1000 (+ a load of the library)
-        assert big - small < len(data) // 1024 // 4, (small, big, len(data))
+        # Bounded, not proportional: holding the 40 MB input (and its parsed
+        # jobs) would take several times it; 1,000-job chunks took 5-10 MB
+        # (peak RSS moves with the allocator, so the bound leaves room).
+        assert big - small < len(data) // 1024 // 2, (small, big, len(data))
         assert client.execute("GET", "{bs}:id") == b"20000"
     finally:
         client.close()
