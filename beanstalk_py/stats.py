@@ -130,6 +130,28 @@ def server_stats(store: list[Stat], info: ServerInfo, now: int) -> list[Stat]:
     return [fields[name] for name in STATS_ORDER]
 
 
+def job_stat_list(job_id: int, tube: str, state: str, pri: int, age: int, delay: int, ttr: int,
+                  time_left: int, file: int, reserves: int, timeouts: int, releases: int, buries: int,
+                  kicks: int) -> list[Stat]:
+    """stats-job's fields in 1.12's order, from plain values (every store)."""
+    return [
+        Stat("id", job_id, Kind.INFO),
+        Stat("tube", tube, Kind.INFO),
+        Stat("state", state, Kind.INFO),
+        Stat("pri", pri, Kind.GAUGE),
+        Stat("age", age, Kind.GAUGE),
+        Stat("delay", delay, Kind.GAUGE),
+        Stat("ttr", ttr, Kind.GAUGE),
+        Stat("time-left", time_left, Kind.GAUGE),
+        Stat("file", file, Kind.INFO),
+        Stat("reserves", reserves, Kind.COUNTER),
+        Stat("timeouts", timeouts, Kind.COUNTER),
+        Stat("releases", releases, Kind.COUNTER),
+        Stat("buries", buries, Kind.COUNTER),
+        Stat("kicks", kicks, Kind.COUNTER),
+    ]
+
+
 def job_stats(job: "Job", now: int) -> list[Stat]:
     """stats-job of one job of the in-memory store."""
     state = job.state
@@ -137,21 +159,30 @@ def job_stats(job: "Job", now: int) -> list[Stat]:
         time_left = trunc_div(job.deadline - now)
     else:
         time_left = 0
+    return job_stat_list(job.id, job.tube.name.decode("ascii"), state, job.pri, trunc_div(now - job.created_at),
+                         job.delay, job.ttr, time_left, job.file, job.reserve_ct, job.timeout_ct,
+                         job.release_ct, job.bury_ct, job.kick_ct)
+
+
+def tube_stat_list(name: str, urgent: int, ready: int, reserved: int, delayed: int, buried: int, total: int,
+                   using: int, watching: int, waiting: int, deletes: int, pauses: int, pause: int,
+                   time_left: int) -> list[Stat]:
+    """stats-tube's fields in 1.12's order, from plain values (every store)."""
     return [
-        Stat("id", job.id, Kind.INFO),
-        Stat("tube", job.tube.name.decode("ascii"), Kind.INFO),
-        Stat("state", state, Kind.INFO),
-        Stat("pri", job.pri, Kind.GAUGE),
-        Stat("age", trunc_div(now - job.created_at), Kind.GAUGE),
-        Stat("delay", job.delay, Kind.GAUGE),
-        Stat("ttr", job.ttr, Kind.GAUGE),
-        Stat("time-left", time_left, Kind.GAUGE),
-        Stat("file", job.file, Kind.INFO),
-        Stat("reserves", job.reserve_ct, Kind.COUNTER),
-        Stat("timeouts", job.timeout_ct, Kind.COUNTER),
-        Stat("releases", job.release_ct, Kind.COUNTER),
-        Stat("buries", job.bury_ct, Kind.COUNTER),
-        Stat("kicks", job.kick_ct, Kind.COUNTER),
+        Stat("name", name, Kind.INFO),
+        Stat("current-jobs-urgent", urgent, Kind.GAUGE),
+        Stat("current-jobs-ready", ready, Kind.GAUGE),
+        Stat("current-jobs-reserved", reserved, Kind.GAUGE),
+        Stat("current-jobs-delayed", delayed, Kind.GAUGE),
+        Stat("current-jobs-buried", buried, Kind.GAUGE),
+        Stat("total-jobs", total, Kind.COUNTER),
+        Stat("current-using", using, Kind.GAUGE),
+        Stat("current-watching", watching, Kind.GAUGE),
+        Stat("current-waiting", waiting, Kind.GAUGE),
+        Stat("cmd-delete", deletes, Kind.COUNTER),
+        Stat("cmd-pause-tube", pauses, Kind.COUNTER),
+        Stat("pause", pause, Kind.GAUGE),
+        Stat("pause-time-left", time_left, Kind.GAUGE),
     ]
 
 
@@ -163,22 +194,9 @@ def tube_stats(tube: "Tube", waiting: int, now: int) -> list[Stat]:
     else:
         pause = 0
         time_left = 0
-    return [
-        Stat("name", tube.name.decode("ascii"), Kind.INFO),
-        Stat("current-jobs-urgent", tube.urgent_ct, Kind.GAUGE),
-        Stat("current-jobs-ready", len(tube.ready), Kind.GAUGE),
-        Stat("current-jobs-reserved", len(tube.reserved), Kind.GAUGE),
-        Stat("current-jobs-delayed", len(tube.delayed), Kind.GAUGE),
-        Stat("current-jobs-buried", len(tube.buried), Kind.GAUGE),
-        Stat("total-jobs", tube.total_jobs_ct, Kind.COUNTER),
-        Stat("current-using", tube.using_ct, Kind.GAUGE),
-        Stat("current-watching", tube.watching_ct, Kind.GAUGE),
-        Stat("current-waiting", waiting, Kind.GAUGE),
-        Stat("cmd-delete", tube.delete_ct, Kind.COUNTER),
-        Stat("cmd-pause-tube", tube.pause_ct, Kind.COUNTER),
-        Stat("pause", pause, Kind.GAUGE),
-        Stat("pause-time-left", time_left, Kind.GAUGE),
-    ]
+    return tube_stat_list(tube.name.decode("ascii"), tube.urgent_ct, len(tube.ready), len(tube.reserved),
+                          len(tube.delayed), len(tube.buried), tube.total_jobs_ct, tube.using_ct,
+                          tube.watching_ct, waiting, tube.delete_ct, tube.pause_ct, pause, time_left)
 
 
 def _yaml_value(stat: Stat) -> str:

@@ -52,7 +52,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence, TypeVar, Union
 
 from ..log import warn
-from ..stats import COUNTED_COMMANDS, Kind, Stat, trunc_div
+from ..stats import COUNTED_COMMANDS, Kind, Stat, job_stat_list, trunc_div, tube_stat_list
 from ..store import (BURIED, DEADLINE_SOON, DELAYED, NOT_IGNORED, READY, RESERVED, TIMED_OUT, Completion,
                      Cursor, JobView, Later, NotAvailable, Outcome, SessionOwner, Store, TubeInsight)
 from ..swaplist import SwapList
@@ -677,23 +677,8 @@ class RedisStore:
                 pause_s, left = pause // US, (unpause_at - at) // US
             else:
                 pause_s = left = 0
-            gauge, counter = Kind.GAUGE, Kind.COUNTER
-            return [
-                Stat("name", name.decode("ascii"), Kind.INFO),
-                Stat("current-jobs-urgent", urgent, gauge),
-                Stat("current-jobs-ready", ready, gauge),
-                Stat("current-jobs-reserved", reserved, gauge),
-                Stat("current-jobs-delayed", delayed, gauge),
-                Stat("current-jobs-buried", buried, gauge),
-                Stat("total-jobs", total, counter),
-                Stat("current-using", using, gauge),
-                Stat("current-watching", watching, gauge),
-                Stat("current-waiting", waiting, gauge),
-                Stat("cmd-delete", deletes, counter),
-                Stat("cmd-pause-tube", pauses, counter),
-                Stat("pause", pause_s, gauge),
-                Stat("pause-time-left", left, gauge),
-            ]
+            return tube_stat_list(name.decode("ascii"), urgent, ready, reserved, delayed, buried, total,
+                                  using, watching, waiting, deletes, pauses, pause_s, left)
 
         return self._later("stats_tube", now, (name,), convert, None)
 
@@ -778,22 +763,8 @@ def _job_stats(reply: Reply) -> Optional[list[Stat]]:
      kicks, now) = reply
     state = state.decode()
     time_left = trunc_div(deadline - now, US) if state in (RESERVED, DELAYED) else 0
-    return [
-        Stat("id", job_id, Kind.INFO),
-        Stat("tube", tube.decode("ascii"), Kind.INFO),
-        Stat("state", state, Kind.INFO),
-        Stat("pri", pri, Kind.GAUGE),
-        Stat("age", trunc_div(now - created, US), Kind.GAUGE),
-        Stat("delay", delay, Kind.GAUGE),
-        Stat("ttr", ttr, Kind.GAUGE),
-        Stat("time-left", time_left, Kind.GAUGE),
-        Stat("file", 0, Kind.INFO),
-        Stat("reserves", reserves, Kind.COUNTER),
-        Stat("timeouts", timeouts, Kind.COUNTER),
-        Stat("releases", releases, Kind.COUNTER),
-        Stat("buries", buries, Kind.COUNTER),
-        Stat("kicks", kicks, Kind.COUNTER),
-    ]
+    return job_stat_list(job_id, tube.decode("ascii"), state, pri, trunc_div(now - created, US), delay, ttr,
+                         time_left, 0, reserves, timeouts, releases, buries, kicks)
 
 
 if TYPE_CHECKING:
