@@ -44,8 +44,6 @@ interrupted import run again with ``--merge`` writes only what is missing.
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import heapq
 import json
 import os
@@ -56,6 +54,7 @@ import time
 from typing import IO, TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional, TypeVar, Union
 
 from ..binlog import DEFAULT_FILE_SIZE, FILE_PREFIX, V7_PREFIX, Binlog, BinlogError, JobRecord
+from ..binlog.log import BinlogLockError, lock_directory
 from ..binlog.format import NS, encode_header
 from ..store import BURIED, DELAYED, READY, RESERVED
 from .client import EXIT_OK, AdminError, CannotConnect, ServerError, UsageError
@@ -490,18 +489,12 @@ def _lock(directory: str) -> int:
     """DIR/lock, as the daemon takes it: a daemon still running on DIR is refused."""
     path = os.path.join(directory, "lock")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EACCES, errno.EAGAIN):
+        return lock_directory(directory, path)
+    except BinlogLockError as exc:
+        if exc.in_use:
             raise UsageError(f"{directory} is in use: a daemon holds {path}; stop it first (export --binlog "
                              "copies the jobs of a running daemon, at least once)") from None
-        raise UsageError(f"cannot lock {path}: {exc.strerror}") from None
-    return fd
+        raise UsageError(str(exc)) from None
 
 
 def binlog_jobs(records: list[JobRecord], now_wall_ns: int) -> Iterator[StoreJob]:

@@ -84,6 +84,29 @@ _ZEROS = (0, 0, 0, 0, 0)
 class BinlogLockError(BinlogError):
     """The directory is missing or locked by another process (exit 10)."""
 
+    in_use = False  # True: another process holds the lock (not an I/O failure)
+
+
+def lock_directory(directory: str, path: str) -> int:
+    """Take ``path`` (``directory``'s lock file) as beanstalkd and the daemon do:
+    an exclusive lockf, for as long as the returned descriptor stays open.
+    BinlogLockError (``in_use`` when another process holds it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise BinlogLockError(f"cannot open {path}: {exc.strerror}") from exc
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            error = BinlogLockError(f"{directory} is in use: another process (beanstalk-py or beanstalkd) "
+                                    f"holds the lock on {path}")
+            error.in_use = True
+            raise error from exc
+        raise BinlogLockError(f"cannot lock {path}: {exc.strerror}") from exc
+    return fd
+
 
 class BinlogOpenError(BinlogError):
     """Replay or creating the first file failed (exit 1)."""
@@ -160,22 +183,7 @@ class Binlog:
 
     def lock(self) -> None:
         """Take DIR/lock for the life of the process (BinlogLockError if not)."""
-        path = self.space.path("lock")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise BinlogLockError(f"cannot open {path}: {exc.strerror}") from exc
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
-                raise BinlogLockError(
-                    f"{self.dir} is in use: another process (beanstalk-py or beanstalkd) "
-                    f"holds the lock on {path}"
-                ) from exc
-            raise BinlogLockError(f"cannot lock {path}: {exc.strerror}") from exc
-        self._lock_fd = fd
+        self._lock_fd = lock_directory(self.dir, self.space.path("lock"))
 
     def open(self, progress: Optional[Callable[[int, int], None]] = None) -> tuple[list[JobRecord], int]:
         """Lock, replay, migrate if needed, open a new file.
