@@ -22,6 +22,7 @@ import re
 
 from beanstalk_py.conn import Connection
 from beanstalk_py.engine import Engine
+from beanstalk_py.protocol import Parser
 from beanstalk_py.stats import ServerInfo
 
 NS = 1_000_000_000  # the clock counts nanoseconds
@@ -93,3 +94,15 @@ def list_of(reply: bytes) -> list[str]:
     assert lines[0] == "---"
     assert all(line.startswith("- ") for line in lines[1:])
     return [line[2:] for line in lines[1:]]
+
+
+def drain(parser: Parser) -> list[tuple]:
+    """Every request the parser has, taking put bodies as the connection does."""
+    out: list[tuple] = []
+    while (request := parser.next_request()) is not None:
+        out.append(request)
+        if request[0] == "put":
+            body = parser.take_body(request[4])
+            if body is not None:
+                out.append(body)
+    return out

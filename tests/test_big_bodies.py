@@ -19,25 +19,13 @@ import pytest
 from beanstalk_py.conn import BIG_REPLY, IO_CHUNK
 from beanstalk_py.protocol import EXPECTED_CRLF, IN_PLACE_BODY, JOB_TOO_BIG, Parser
 from conftest import Daemon, start_beanstalk_py, start_reference
-from rig import T0, Rig
+from rig import T0, Rig, drain
 
 SIZE = 3 * IN_PLACE_BODY + 12345  # a body taken the in-place way
 
 
 def body_of(size: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-def drain(parser: Parser) -> list[tuple]:
-    """Every request the parser has, taking put bodies as the connection does."""
-    out = []
-    while (request := parser.next_request()) is not None:
-        out.append(request)
-        if request[0] == "put":
-            body = parser.take_body(request[4])
-            if body is not None:
-                out.append(body)
-    return out
 
 
 def fill_windows(parser: Parser, data: bytes, pieces: random.Random, limit: int) -> bytes:

@@ -14,6 +14,7 @@ from beanstalk_py.protocol import (
     read_uint,
     valid_tube_name,
 )
+from rig import drain
 
 BAD = ("reply", BAD_FORMAT)
 UNKNOWN = ("reply", UNKNOWN_COMMAND)
@@ -22,14 +23,7 @@ UNKNOWN = ("reply", UNKNOWN_COMMAND)
 def requests(data: bytes, max_job_size: int = 65535) -> list[tuple]:
     parser = Parser(max_job_size)
     parser.feed(data)
-    out = []
-    while (request := parser.next_request()) is not None:
-        out.append(request)
-        if request[0] == "put":
-            body = parser.take_body(request[4])
-            if body is not None:
-                out.append(body)
-    return out
+    return drain(parser)
 
 
 @pytest.mark.parametrize(
