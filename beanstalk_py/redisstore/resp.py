@@ -299,8 +299,7 @@ class Credentials:
         return commands
 
 
-async def open_redis_stream(host: str, port: int, credentials: Credentials,
-                            server_hostname: Optional[str] = None) -> "trio.abc.Stream":
+async def open_redis_stream(host: str, port: int, credentials: Credentials) -> "trio.abc.Stream":
     """A connected (and, with a context, TLS-wrapped) stream to one server."""
     import trio
 
@@ -313,7 +312,7 @@ async def open_redis_stream(host: str, port: int, credentials: Credentials,
         assert isinstance(inner, trio.SocketStream)
         inner.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if credentials.ssl_context is not None:
-            tls = trio.SSLStream(stream, credentials.ssl_context, server_hostname=server_hostname or host)
+            tls = trio.SSLStream(stream, credentials.ssl_context, server_hostname=host)
             await tls.do_handshake()
             stream = tls
     except (OSError, trio.BrokenResourceError) as exc:
@@ -371,8 +370,7 @@ class TrioRedis:
         self._wanted: Optional["trio.Event"] = None
         self._fd = -1  # a plain TCP connection's descriptor (-1: TLS: through the stream)
 
-    async def connect(self, host: Optional[str] = None, port: Optional[int] = None,
-                      server_hostname: Optional[str] = None) -> None:
+    async def connect(self, host: Optional[str] = None, port: Optional[int] = None) -> None:
         """Connect (to ``host:port`` if given), authenticate, select the
         database and check the server is a primary: RedisLost naming the
         address if any of that fails (RedisError for a refused AUTH)."""
@@ -381,7 +379,7 @@ class TrioRedis:
         if host is not None and port is not None:
             self.host, self.port = host, port
         self.close()
-        stream = await open_redis_stream(self.host, self.port, self.credentials, server_hostname)
+        stream = await open_redis_stream(self.host, self.port, self.credentials)
         try:
             setup = self.credentials.setup_commands()
             replies = await ask(stream, [*setup, (b"ROLE",)])
@@ -525,11 +523,10 @@ class TrioRedis:
         if stream is not None:
             import trio
 
-            sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
-            if sock is not None:
-                sock.close()
-            else:  # pragma: no cover - every stream here is a socket's
-                trio.lowlevel.spawn_system_task(trio.aclose_forcefully, stream)
+            # Every stream here is a socket's, maybe in TLS (open_redis_stream).
+            inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+            assert isinstance(inner, trio.SocketStream)
+            inner.socket.close()
 
 
 async def sentinel_primary(sentinels: Sequence[tuple[str, int]], master: str, credentials: Credentials,

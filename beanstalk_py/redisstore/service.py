@@ -48,7 +48,7 @@ client is told INSERTED, DELETED... only for a change a failover keeps.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import trio
 
@@ -113,7 +113,6 @@ class StoreService:
         self.inbox_pops = 0
         self.lease_renewals = 0
         self.connections = 0  # to Redis, the first included
-        self.primary: tuple[str, int] = (address.host, address.port)  # as last connected
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, load the library, take a lease, then serve until
@@ -179,7 +178,6 @@ class StoreService:
         if connecting.cancelled_caught:
             raise RedisLost(f"redis at {address} did not answer within {CONNECT_TIMEOUT_S:g} s")
         self.connections += 1
-        self.primary = (host, port)
         command.on_replies = lambda: self.settle()
         store.on_wait = self._wake_ticks
         loaded = trio.Event()
