@@ -242,7 +242,10 @@ def test_with_durability_replica_no_acknowledged_put_is_lost(cluster, restarted)
     try:
         assert producer.hung_up >= 1  # the front end hung up when the primary went
         ids = [job_id for job_id, _ in producer.acked]
-        assert len(ids) == len(set(ids))
+        if len(ids) != len(set(ids)):
+            daemon.stop()
+            said = daemon.proc.stderr.read().decode() if daemon.proc and daemon.proc.stderr else ""
+            raise AssertionError(f"ids twice: {ids[:3]} .. {ids[-3:]}; front end said: {said}")
         missing = [job_id for job_id in ids if not _present(daemon, job_id)]
         assert missing == [], f"{len(missing)} acknowledged puts lost, e.g. {missing[:5]}"
     finally:
