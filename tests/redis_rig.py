@@ -211,6 +211,15 @@ class SentinelServer:
         parts = answer.split(b"\r\n")
         return int(parts[4]) if len(parts) > 4 and parts[0] == b"*2" else None
 
+    def settled_on(self, port: int) -> bool:
+        """Sentinel names ``port`` as the primary and no failover is running.
+        (Mid-failover it already names the promoted replica: an old primary
+        restarted then may end up the primary again, empty.)"""
+        answer = self.ask("SENTINEL", "master", self.master).split(b"\r\n")
+        fields = {answer[i]: answer[i + 2] for i in range(2, len(answer) - 2, 4)}
+        flags = fields.get(b"flags", b"")
+        return fields.get(b"port") == str(port).encode() and flags == b"master"
+
     def replicas_known(self) -> int:
         answer = self.ask("SENTINEL", "replicas", self.master)
         return answer.count(b"\r\nip\r\n")
