@@ -56,12 +56,15 @@ _T_DELAY, _T_TTR, _T_SOON, _T_TIMEOUT, _T_UNPAUSE = range(5)
 # optimum: the per-tube registration is cheaper for the usual 1-3 tubes.)
 WIDE_WATCH = 32
 
+# Most distinct priorities and TTRs the engine keeps one shared int of (a
+# bound on the table, for clients whose every job has its own priority).
+SHARED_INTS = 1024
+
 # The oldest ready job of a tube is the first of one of its priority groups
-# (ids grow with put time): look at the first job of at most this many groups
-# (each O(log n)), then scan at most OLDEST_SCAN jobs; past both the age is a
-# lower bound.  A tube rarely has more than a handful of priorities.
-OLDEST_GROUPS = 64
-OLDEST_SCAN = 4096
+# (ids grow with put time): look at the first job of at most this many groups;
+# past them the age is a lower bound.  A tube rarely has more than a handful
+# of priorities.
+OLDEST_GROUPS = 4096
 
 __all__ = ["DEADLINE_SOON", "NOT_IGNORED", "TIMED_OUT", "NS", "WIDE_WATCH", "Engine"]
 
@@ -78,6 +81,8 @@ class Engine:
         self._deleted: set[int] = set()
         self._remember_deleted = remember_deleted
         self.recovered_ct = 0  # jobs restored from the write-ahead log
+        # One shared int per priority and TTR in use (see _shared).
+        self._ints: dict[int, int] = {}
         self.wal: Optional[WriteAheadLog] = None  # the write-ahead log (-b), or None
         self._durability: Durability = NO_DURABILITY
         self.jobs: dict[int, Job] = {}
@@ -334,7 +339,7 @@ class Engine:
     def _reindex(self, tube: Tube) -> None:
         """Keep the index of reservable tubes in step with ``tube``'s head."""
         ready = tube.ready
-        new = ready_key(ready[0]) if ready and not tube.pause else None
+        new = ready_key(ready.first()) if ready and not tube.pause else None
         old = tube.index_key
         if new != old:
             if old is not None:
@@ -505,7 +510,7 @@ class Engine:
             client = self._oldest_waiter(tube)
             if client is None:
                 return
-            job = tube.ready[0]
+            job = tube.ready.first()
             self._stop_waiting(client)
             self._remove_ready(job)
             self._reserve(client, job, now)
@@ -521,12 +526,12 @@ class Engine:
                 if key is not None and (best is None or key < best_key):
                     best = tube
                     best_key = key
-            return best.ready[0] if best is not None else None
+            return best.ready.first() if best is not None else None
         index_tube = self._index_tube
         for key in self._ready_index:
             tube = index_tube[key]
             if tube in watch:
-                return tube.ready[0]
+                return tube.ready.first()
         return None
 
     def _deadline_soon(self, client: MemorySession, now: int) -> bool:
@@ -574,7 +579,28 @@ class Engine:
         finally:
             self._maybe_free(tube)  # a failed put into a new tube leaves no tube
 
+    def _shared(self, value: int) -> int:
+        """``value``, as the one int object kept for it (up to SHARED_INTS values).
+
+        Clients give every job the same few priorities and TTRs (1024, 65536,
+        3600 s), but a parsed int above 256 is a new 28-byte object each time:
+        a backlog of jobs of priority 1024 held 32 bytes per job for it
+        (tracemalloc, 200,000 jobs of 100 B: 445 against 413 bytes per job
+        at priority 0).  Costs a dict look-up per put.
+        """
+        ints = self._ints
+        shared = ints.get(value)
+        if shared is not None:
+            return shared
+        if len(ints) < SHARED_INTS:
+            ints[value] = value
+        return value
+
     def _put(self, tube: Tube, job_id: int, pri: int, delay: int, ttr: int, body: bytes, now: int) -> int:
+        if pri > 256:
+            pri = self._shared(pri)
+        if ttr > 256:
+            ttr = self._shared(ttr)
         job = Job(job_id, pri, delay, max(ttr, 1), body, tube, now)
         if delay:
             job.state = DELAYED
@@ -699,7 +725,7 @@ class Engine:
             )
         job.release_ct += 1
         self._unreserve(session, job)
-        job.pri = pri
+        job.pri = self._shared(pri) if pri > 256 else pri
         job.delay = delay
         if delay:
             self._make_delayed(job, delay * NS, now)
@@ -716,7 +742,7 @@ class Engine:
             self.wal.append_update(job, BURIED, pri, bump="bury")
         job.bury_ct += 1
         self._unreserve(session, job)
-        job.pri = pri
+        job.pri = self._shared(pri) if pri > 256 else pri
         self._make_buried(job)
         return True
 
@@ -794,8 +820,7 @@ class Engine:
         return None if tube is None else self._peek(tube, state)
 
     def _peek(self, tube: Tube, state: str) -> Optional[Job]:
-        queue = tube.ready if state == READY else tube.delayed if state == DELAYED else tube.buried
-        return queue[0] if queue else None
+        return _head(tube, state)
 
     def job_stats(self, job_id: int, now: int) -> Optional[list[Stat]]:
         job = self.jobs.get(job_id)
@@ -857,23 +882,26 @@ class Engine:
             jobs = held[: limit + 1]
         else:
             start: object
+            found: Iterable[Job]
             if state == READY:
-                queue, key = tube.ready, _ready_cursor
-                start = None if after is None else (after[0] << 64) | after[1]
-            elif state == DELAYED:
-                queue, key = tube.delayed, _delay_cursor
-                start = after
+                key = _ready_cursor
+                found = tube.ready.after(after)
             else:
-                queue, key = tube.buried, _bury_cursor
-                start = None if after is None else after[0]
-            if start is None:
-                jobs = list(queue.islice(0, limit + 1))
-            else:
-                jobs = []
-                for job in queue.irange_key(start, inclusive=(False, True)):
-                    jobs.append(job)
-                    if len(jobs) > limit:
-                        break
+                if state == DELAYED:
+                    queue, key = tube.delayed, _delay_cursor
+                    start = after
+                else:
+                    queue, key = tube.buried, _bury_cursor
+                    start = None if after is None else after[0]
+                if start is None:
+                    found = queue.islice(0, limit + 1)
+                else:
+                    found = queue.irange_key(start, inclusive=(False, True))
+            jobs = []
+            for job in found:
+                jobs.append(job)
+                if len(jobs) > limit:
+                    break
             if len(jobs) > limit:
                 del jobs[limit:]
                 return jobs, key(jobs[-1])
@@ -915,10 +943,12 @@ class Engine:
         tube = self.tubes.get(name)
         if tube is None or state not in (READY, DELAYED, BURIED):
             return 0
-        queue = tube.ready if state == READY else tube.delayed if state == DELAYED else tube.buried
         done = 0
-        while done < limit and queue:
-            self._delete(queue[0])  # WalError: stops here, the rest stays
+        while done < limit:
+            job = _head(tube, state)
+            if job is None:
+                break
+            self._delete(job)  # WalError: stops here, the rest stays
             done += 1
         return done
 
@@ -932,14 +962,16 @@ class Engine:
         tube = self.tubes.get(source)
         if tube is None or source == target or state not in (READY, DELAYED, BURIED):
             return 0
-        queue = tube.ready if state == READY else tube.delayed if state == DELAYED else tube.buried
-        if not queue:
+        if _head(tube, state) is None:
             return 0
         dest = self._find_or_make(target)
         moved = 0
         try:
-            while moved < limit and queue:
-                self._move(queue[0], dest, now)  # WalError: stop, nothing half-moved
+            while moved < limit:
+                job = _head(tube, state)
+                if job is None:
+                    break
+                self._move(job, dest, now)  # WalError: stop, nothing half-moved
                 moved += 1
         finally:
             self._maybe_free(tube)
@@ -1093,22 +1125,19 @@ class Engine:
             self.next_id = next_id
 
 
+def _head(tube: Tube, state: str) -> Optional[Job]:
+    """The first ready, delayed or buried job of a tube, or None."""
+    if state == READY:
+        return tube.ready.first() if tube.ready else None
+    queue = tube.delayed if state == DELAYED else tube.buried
+    return queue[0] if queue else None
+
+
 def _oldest_ready(tube: Tube) -> Optional[int]:
     """The put time of the tube's oldest ready job (see OLDEST_GROUPS)."""
-    ready = tube.ready
-    if not ready:
-        return None
-    oldest = None
-    index = 0
-    for _ in range(OLDEST_GROUPS):
-        job = ready[index]
+    oldest: Optional[int] = None
+    for job in tube.ready.heads(OLDEST_GROUPS):
         if oldest is None or job.created_at < oldest:
-            oldest = job.created_at
-        index = ready.bisect_key_left((job.pri + 1) << 64)
-        if index >= len(ready):
-            return oldest
-    for job in ready.islice(index, index + OLDEST_SCAN):
-        if job.created_at < oldest:
             oldest = job.created_at
     return oldest
 

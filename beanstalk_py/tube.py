@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Optional
 
 from sortedcontainers import SortedKeyList
 
-from .job import Job, bury_key, delay_key, ready_key
+from .job import Job, bury_key, delay_key
+from .ready import ReadyQueue
 
 if TYPE_CHECKING:
     from .session import MemorySession, Timer
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 class Tube:
     """A tube and its per-tube counters.
 
-    ``ready`` is ordered by (priority, id), ``delayed`` by (deadline, id) and
+    ``ready`` is ordered by (priority, id) (see ready.py), ``delayed`` by (deadline, id) and
     ``buried`` by bury order (FIFO), each O(log n) to insert and remove and
     O(1) for its first job.  ``waiters`` holds the sessions blocked in a
     reserve that watch this tube, in arrival order.
@@ -46,7 +47,7 @@ class Tube:
 
     def __init__(self, name: bytes) -> None:
         self.name = name
-        self.ready: SortedKeyList = SortedKeyList(key=ready_key)
+        self.ready = ReadyQueue()
         self.delayed: SortedKeyList = SortedKeyList(key=delay_key)
         self.buried: SortedKeyList = SortedKeyList(key=bury_key)
         self.reserved: dict[Job, None] = {}  # held by some session; listed by an operator

@@ -143,15 +143,26 @@ def test_oldest_ready_age_is_the_oldest_put_whatever_the_priority() -> None:
     assert insight is not None and insight.oldest_ready_age_ns == 10 * NS
 
 
-def test_oldest_ready_age_with_more_priorities_than_groups_scans_on() -> None:
+def test_oldest_ready_age_looks_at_the_head_of_every_priority_up_to_the_bound() -> None:
     rig = Rig()
     conn = rig.conn()
-    count = OLDEST_GROUPS + 20
+    count = OLDEST_GROUPS
     for index in range(count):
         # Later puts get lower priorities, so the oldest job is served last.
         put(rig, conn, pri=count - index, now=T0 + index * NS)
     insight = rig.engine.tube_insight(b"default", T0 + count * NS)
     assert insight is not None and insight.oldest_ready_age_ns == count * NS
+
+
+def test_oldest_ready_age_past_the_bound_of_priorities_is_a_lower_bound() -> None:
+    rig = Rig()
+    conn = rig.conn()
+    count = OLDEST_GROUPS + 20
+    for index in range(count):
+        put(rig, conn, pri=count - index, now=T0 + index * NS)
+    insight = rig.engine.tube_insight(b"default", T0 + count * NS)
+    # The first OLDEST_GROUPS priorities are the latest puts; the oldest of them is the 21st put.
+    assert insight is not None and insight.oldest_ready_age_ns == (count - 20) * NS
 
 
 def test_tube_counters_survive_no_tube_and_list_every_tube() -> None:
