@@ -607,7 +607,7 @@ class Engine:
             job.deadline = now + delay * NS
         if self.wal is not None:
             self.wal.append_put(job)  # WalError: not stored (its id stays used)
-        self.jobs[job_id] = job
+        self.jobs[job.id] = job  # the job's own id object (see Job.id)
         tube.total_jobs_ct += 1
         self.total_jobs_ct += 1
         if delay:
@@ -1092,7 +1092,7 @@ class Engine:
                 job.counts = list(counts)  # else None: no list for a never-touched job
             job.file = rec.file
             job.wal_stamp = rec.stamp
-            jobs[rec.id] = job
+            jobs[job.id] = job  # the job's own id object (see Job.id)
             if rec.state == BURIED:
                 job.state = BURIED
                 job.deadline = self._next_bury_order()  # in record order: the kick order
