@@ -81,7 +81,8 @@ def compiled_extensions() -> list[Any]:
         return []
     from mypyc.build import mypycify
 
-    paths = [f"{PACKAGE}/{name}.py" for name in hot_modules()]
+    # Names are dotted below the package ("binlog.format" is beanstalk_py/binlog/format.py).
+    paths = [f"{PACKAGE}/{name.replace('.', '/')}.py" for name in hot_modules()]
     say(f"compiling {len(paths)} modules with mypyc")
     try:
         return list(mypycify(paths, opt_level="3", debug_level="0"))

@@ -27,6 +27,8 @@ HOT_MODULES = [
     "swaplist",
     "stats",
     "epoll_loop",
+    "ready",
+    "binlog.format",
 ]
 
 

