@@ -16,14 +16,16 @@ in use is short and its first entry is the head's.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from sortedcontainers import SortedKeyList, SortedList
 
 from .job import Job
 
 
-def _id_of(job: Job) -> int:
+def _id_of(job: Job) -> Any:
+    # Any, not int: a compiled int return would be unboxed and boxed anew
+    # for the sorted list, a 32-byte int per job again (test_ready checks).
     return job.id
 
 
