@@ -199,25 +199,36 @@ class EpollLoop:
                 if client.dead:
                     continue
                 conn = client.conn
-                # A big body streaming in: at most one IO_CHUNK straight into
-                # its buffer per pass (the socket stays readable, so the next
-                # pass comes back for more after serving the others).
-                window = conn.body_window()
                 try:
-                    if window is None:
-                        data = client.sock.recv(RECV_SIZE)
+                    # A big body streaming in: at most one IO_CHUNK straight
+                    # into its buffer per pass (the socket stays readable, so
+                    # the next pass comes back for more after serving the
+                    # others).  Tested here (one attribute test in the usual
+                    # case), with the one-reply send in flush: measured (issue
+                    # 12, put+reserve+delete over loopback through serve_pass,
+                    # client in process, total CPU, min of 7 x 10,000 jobs)
+                    # with the core's changes, pure 52.5 -> 47.5 us per job,
+                    # compiled 42.3 -> 40.3 us.  Dispatcher.received is not
+                    # inlined: the policy for a connection's bytes stays in one
+                    # place for both drivers.
+                    if conn.parser.streaming_body:
+                        window = conn.body_window()
+                        if window is not None:
+                            count = client.sock.recv_into(window)
+                            if count:
+                                conn.body_received(count)
+                                continue  # nothing to run before the body's last bytes
+                            data = b""
+                        else:
+                            data = client.sock.recv(RECV_SIZE)
                     else:
-                        count = client.sock.recv_into(window)
-                        if count:
-                            conn.body_received(count)
-                            continue  # nothing to run before the body's last bytes
-                        data = b""
+                        data = client.sock.recv(RECV_SIZE)
                 except BlockingIOError:
                     continue
                 except OSError:
                     self._close(client, now)
                     continue
-                if not dispatcher.received(client.conn, fd, data, now):
+                if not dispatcher.received(conn, fd, data, now):
                     self._close(client, now)
                     continue
                 touched.append(client)
@@ -243,8 +254,34 @@ class EpollLoop:
         while True:
             data = client.pending
             if data is None:
-                if not conn.out:
+                out = conn.out
+                if not out:
                     break
+                if len(out) == 1 and conn.out_size <= IO_CHUNK:
+                    # One reply, the round trip's usual case: sent as the
+                    # bytes it is, with no take_chunk and no memoryview
+                    # unless the kernel takes only part of it.
+                    piece = out[0]
+                    out.clear()
+                    conn.out_size = 0
+                    try:
+                        sent = sock.send(piece)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        self._close(client, self.now_ns())
+                        return
+                    if sent < len(piece):
+                        client.pending = memoryview(piece)[sent:]
+                        break
+                    if conn.held_back and conn.resumable:
+                        if not self.dispatcher.output_sent(conn, client.fd, self.now_ns()):
+                            self._close(client, self.now_ns())
+                            return
+                        if conn.out and self.dispatcher.must_sync():
+                            self.dirty[client] = None  # sent after the next fsync
+                            break
+                    continue
                 data = memoryview(conn.take_chunk())
             try:
                 # A big piece (a job body, see Connection.take_chunk) goes
