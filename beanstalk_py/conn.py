@@ -282,7 +282,7 @@ class Connection(Generic[S]):
             # Measured (issue 12, in process through Connection and Engine,
             # put + reserve-with-timeout + delete one request at a time, min
             # of 7 x 20,000 jobs, 3 A/B runs): pure 11.8 -> 9.5 us per job,
-            # compiled 7.0 -> 5.9 us (with the inlined _send below).
+            # compiled 7.0 -> 5.9 us.
             kind = parser.next_kind()
             try:
                 if kind == K_PUT_JOB:
@@ -318,11 +318,6 @@ class Connection(Generic[S]):
     # ------------------------------------------------------------------ replies
 
     def _send(self, data: bytes) -> None:
-        # _send_now: the round trip's handlers (_put_job, _reserve, _delete)
-        # append to ``out`` themselves when nothing is deferred.  Measured
-        # (issue 12, in process, put+reserve+delete one at a time, pure): about
-        # 0.1-0.2 us of the 11.8 -> 9.5 us per job (within run-to-run noise
-        # alone; kept because it is the same three lines as _send).
         queue = self._queue
         if queue is None:
             self.out.append(data)
@@ -426,10 +421,6 @@ class Connection(Generic[S]):
         # cost 3% of put+reserve+delete (9.35 -> 9.65 us).
         if isinstance(job_id, Later):
             self._defer(job_id, _inserted)
-        elif self._queue is None:  # _send inlined (see _send_now)
-            data = b"INSERTED %d\r\n" % job_id if job_id else DRAINING
-            self.out.append(data)
-            self.out_size += len(data)
         else:
             self._send(b"INSERTED %d\r\n" % job_id if job_id else DRAINING)
 
@@ -467,18 +458,8 @@ class Connection(Generic[S]):
         elif isinstance(outcome, Later):
             self._reserving = outcome
             self._defer(outcome, _reserved)
-        elif isinstance(outcome, str) or self._queue is not None:
-            self._write_outcome(outcome)
         else:
-            # _write_outcome, _send_job and _send inlined for a job handed
-            # over at once (see _send_now)
-            body = outcome.body
-            if len(body) < BIG_REPLY:
-                data = b"RESERVED %d %d\r\n%s" % (outcome.id, len(body) - 2, body)
-                self.out.append(data)
-                self.out_size += len(data)
-            else:
-                self._send_job(b"RESERVED", outcome)
+            self._write_outcome(outcome)
 
     def _on_reserve(self, request: Request, now: int) -> None:
         self._reserve(-1, now)
@@ -496,10 +477,6 @@ class Connection(Generic[S]):
         ok = self.store.delete(self.session, job_id)
         if isinstance(ok, Later):  # _answer inlined, see _on_put_job
             self._defer(ok, _deleted)
-        elif self._queue is None:  # _send inlined (see _send_now)
-            data = b"DELETED\r\n" if ok else NOT_FOUND
-            self.out.append(data)
-            self.out_size += len(data)
         else:
             self._send(b"DELETED\r\n" if ok else NOT_FOUND)
 

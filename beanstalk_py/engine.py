@@ -813,14 +813,11 @@ class Engine:
         return self.jobs.get(job_id)
 
     def peek_used(self, session: MemorySession, state: str) -> Optional[Job]:
-        return self._peek(session.use, state)
+        return _head(session.use, state)
 
     def peek_tube(self, name: bytes, state: str) -> Optional[Job]:
         tube = self.tubes.get(name)
-        return None if tube is None else self._peek(tube, state)
-
-    def _peek(self, tube: Tube, state: str) -> Optional[Job]:
-        return _head(tube, state)
+        return None if tube is None else _head(tube, state)
 
     def job_stats(self, job_id: int, now: int) -> Optional[list[Stat]]:
         job = self.jobs.get(job_id)

@@ -614,23 +614,7 @@ class Parser:
         buf = self._buf
         state = self._state
         if state == _LINE:
-            if not buf:
-                return None
-            if buf.startswith(b"put "):
-                match = _PUT_FRAME.match(buf)
-                if match is not None:
-                    pri, delay, ttr, size = map(int, match.groups())
-                    start = match.end()
-                    end = start + size + 2
-                    if (
-                        size <= self.max_job_size
-                        and len(buf) >= end
-                        and pri <= U32_MAX and delay <= U32_MAX and ttr <= U32_MAX
-                        and buf[end - 2] == 13 and buf[end - 1] == 10
-                    ):
-                        body = bytes(buf[start:end])
-                        del buf[:end]
-                        return ("put-job", pri, delay, ttr, body)
+            # A put whose body is already buffered was framed by next_kind.
             pos = buf.find(b"\r\n", 0, LINE_LIMIT)
             if pos >= 0:
                 line = bytes(buf[:pos])

@@ -280,14 +280,14 @@ class Scan:
         self.walk(collect)
         return iter(collect.items)
 
-    def walk(self, visit: Visitor) -> None:
+    def walk(self, visit: Union[Visitor, "Replay"]) -> None:
         """Every good record to ``visit``, in file order, up to the first bad one.
 
         A visitor rather than a generator: replay reads a million records at
         start-up, and a yield, a tuple and a type test per record cost about
         a fifth of the scan (measured with bench.restart, 500k jobs).  A
         :class:`Replay` is not called at all: the loop applies each record to
-        it itself (see ``direct`` below)."""
+        it itself (see ``_records``)."""
         data = self.data
         n = len(data)
         self.end = 0
@@ -310,7 +310,7 @@ class Scan:
         self.end = HEADER_SIZE
         self._records(visit)
 
-    def _records(self, visit: Visitor) -> None:
+    def _records(self, visit: Union[Visitor, "Replay"]) -> None:
         """The loop of :meth:`walk`, from the first record on.
 
         Shaped for speed (and for mypyc, which compiles this module): typed
@@ -331,8 +331,13 @@ class Scan:
         update_unpack = _UPDATE_BODY.unpack_from
         crc32 = zlib.crc32
         states = _STATES
-        direct = isinstance(visit, Replay)
-        replay = visit if isinstance(visit, Replay) else Replay()
+        # A Replay is fed here; any other visitor is called (its counters
+        # then go to a Replay nobody reads).
+        visitor: Optional[Visitor]
+        if isinstance(visit, Replay):
+            replay, visitor = visit, None
+        else:
+            replay, visitor = Replay(), visit
         jobs = replay.jobs
         file_seq: int = replay.seq
         max_id: int = replay.max_id
@@ -388,7 +393,7 @@ class Scan:
                     job_id, data[tube_at:body_at], states[code], pri, delay, ttr, created, deadline,
                     data[body_at:end], stamp, rc, tc, lc, bc, kc,
                 )
-                if direct:
+                if visitor is None:
                     rec.file = file_seq
                     rec.size = end - pos
                     jobs[job_id] = rec
@@ -398,13 +403,13 @@ class Scan:
                     if stamp > max_stamp:
                         max_stamp = stamp
                 else:
-                    visit.full(rec, pos, end)
+                    visitor.full(rec, pos, end)
             elif kind == T_UPDATE and length == _UPDATE_LEN:
                 (code, job_id, pri, delay, deadline, stamp, rc, tc, lc, bc, kc) = update_unpack(data, pos + FRAME + 1)
                 if not 0 < code < 5 or not job_id:
                     why = "malformed update record"
                     break
-                if direct:
+                if visitor is None:
                     records += 1
                     if job_id > max_id:
                         max_id = job_id
@@ -423,23 +428,23 @@ class Scan:
                         old.bury_ct = bc
                         old.kick_ct = kc
                 else:
-                    visit.update(Update(job_id, states[code], pri, delay, deadline, stamp, (rc, tc, lc, bc, kc)),
-                                 pos, end)
+                    visitor.update(Update(job_id, states[code], pri, delay, deadline, stamp, (rc, tc, lc, bc, kc)),
+                                   pos, end)
             elif kind == T_DELETE and length == _DELETE_LEN:
                 job_id = _U64.unpack_from(data, pos + FRAME + 4)[0]
-                if direct:
+                if visitor is None:
                     records += 1
                     if job_id > max_id:
                         max_id = job_id
                     jobs.pop(job_id, None)
                 else:
-                    visit.delete(job_id, pos, end)
+                    visitor.delete(job_id, pos, end)
             else:
                 why = f"unknown record type {kind} of {length} bytes"
                 break
             pos = end
         self.end = pos
-        if direct:
+        if visitor is None:
             replay.max_id = max_id
             replay.max_stamp = max_stamp
             replay.records += records
@@ -450,7 +455,11 @@ class Scan:
 
 
 class Replay:
-    """Jobs rebuilt from records, in file order (our files and beanstalkd's)."""
+    """Jobs rebuilt from records, in file order (our files and beanstalkd's).
+
+    Not a visitor: :meth:`Scan.walk` applies our records to it in its own loop
+    (``Scan._records``), and ``migrate.replay_v7`` beanstalkd's.
+    """
 
     def __init__(self) -> None:
         self.jobs: dict[int, JobRecord] = {}
@@ -458,36 +467,6 @@ class Replay:
         self.max_stamp = 0
         self.records = 0
         self.seq = 0  # the file being read (replay_own sets it)
-
-    def full(self, rec: JobRecord, pos: int, end: int) -> None:
-        rec.file = self.seq
-        rec.size = end - pos
-        self.jobs[rec.id] = rec
-        self._saw(rec.id, rec.stamp)
-
-    def update(self, update: Update, pos: int = 0, end: int = 0) -> None:
-        job_id = update.id
-        self._saw(job_id, update.stamp)
-        rec = self.jobs.get(job_id)
-        if rec is None:
-            return  # its full record was in a file already removed: the job is gone or moved
-        rec.state = update.state
-        rec.pri = update.pri
-        rec.delay = update.delay
-        rec.deadline = update.deadline
-        rec.stamp = update.stamp
-        rec.reserve_ct, rec.timeout_ct, rec.release_ct, rec.bury_ct, rec.kick_ct = update.counters
-
-    def delete(self, job_id: int, pos: int = 0, end: int = 0) -> None:
-        self._saw(job_id, 0)
-        self.jobs.pop(job_id, None)
-
-    def _saw(self, job_id: int, stamp: int) -> None:
-        self.records += 1
-        if job_id > self.max_id:
-            self.max_id = job_id
-        if stamp > self.max_stamp:
-            self.max_stamp = stamp
 
 
 def replay_own(data: bytes, seq: int, replay: Replay) -> Scan:
